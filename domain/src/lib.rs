@@ -1,0 +1,7 @@
+//! KeyGuard's pure core: the kg-v1 protocol, the aggregates (devices, API keys, policies, users)
+//! with their commands, events and errors, and the metadata every event carries.
+//!
+//! Nothing here performs I/O; callers pass in the current time and randomness is only drawn from
+//! the operating system's CSPRNG for new secrets.
+
+pub mod protocol;
