@@ -12,6 +12,13 @@ use sha2::{Digest as _, Sha256};
 /// Every P-256 SubjectPublicKeyInfo with an uncompressed point starts with these 36 base64 characters.
 pub const SPKI_P256_PREFIX: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE";
 
+/// The DER of a P-256 SubjectPublicKeyInfo up to the uncompressed point: SEQUENCE, the
+/// id-ecPublicKey and prime256v1 OIDs, and the BIT STRING header.
+const SPKI_P256_DER_HEADER: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
 /// Length of the base64 text of a P-256 SPKI with an uncompressed point (91 DER bytes).
 pub const SPKI_P256_BASE64_LEN: usize = 124;
 
@@ -123,6 +130,15 @@ impl PublicKeySpki {
         }
     }
 
+    /// The wire form of a key the caller already holds, as WebCrypto's `exportKey('spki')` and
+    /// the SDK would produce it.
+    pub fn from_verifying_key(key: &VerifyingKey) -> Self {
+        let mut der = Vec::with_capacity(SPKI_P256_DER_HEADER.len() + 65);
+        der.extend_from_slice(&SPKI_P256_DER_HEADER);
+        der.extend_from_slice(key.to_sec1_point(false).as_bytes());
+        Self(STANDARD.encode(der))
+    }
+
     /// The parsed verifying key. Parsing cannot fail: the constructor already proved it.
     pub fn verifying_key(&self) -> VerifyingKey {
         let der = STANDARD.decode(&self.0).expect("validated at construction");
@@ -195,6 +211,12 @@ mod tests {
         off_curve.replace_range(40..44, "AAAA");
         assert_eq!(PublicKeySpki::parse(&off_curve), Err(KeyError::NotP256));
         assert_eq!(PublicKeySpki::parse(""), Err(KeyError::MalformedPublicKey));
+    }
+
+    #[test]
+    fn from_verifying_key_round_trips() {
+        let key = PublicKeySpki::parse(VECTOR_PUBLIC_KEY).unwrap();
+        assert_eq!(PublicKeySpki::from_verifying_key(&key.verifying_key()), key);
     }
 
     #[test]
