@@ -4,4 +4,15 @@
 //! Nothing here performs I/O; callers pass in the current time and randomness is only drawn from
 //! the operating system's CSPRNG for new secrets.
 
+pub mod device;
+pub mod error;
+pub mod hash;
+pub mod metadata;
 pub mod protocol;
+pub mod provider;
+pub mod text;
+
+#[cfg(test)]
+mod test_support;
+
+pub use error::ErrorCode;
