@@ -4,6 +4,7 @@
 //! Nothing here performs I/O; callers pass in the current time and randomness is only drawn from
 //! the operating system's CSPRNG for new secrets.
 
+pub mod api_key;
 pub mod device;
 pub mod error;
 pub mod hash;

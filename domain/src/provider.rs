@@ -18,12 +18,7 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 4] = [
-        Provider::OpenAi,
-        Provider::Anthropic,
-        Provider::Google,
-        Provider::Azure,
-    ];
+    pub const ALL: [Provider; 4] = [Provider::OpenAi, Provider::Anthropic, Provider::Google, Provider::Azure];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,9 +39,9 @@ impl fmt::Display for Provider {
 /// Why a provider name was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderParseError {
-    #[error("the provider must not be empty; expected one of openai, anthropic, google, azure")]
+    #[error("The provider must not be empty; expected one of openai, anthropic, google, azure.")]
     Empty,
-    #[error("unknown provider {value:?}; expected one of openai, anthropic, google, azure")]
+    #[error("Unknown provider {value:?}; expected one of openai, anthropic, google, azure.")]
     Unknown { value: String },
 }
 
@@ -66,9 +61,7 @@ impl FromStr for Provider {
         Provider::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| ProviderParseError::Unknown {
-                value: s.chars().take(64).collect(),
-            })
+            .ok_or_else(|| ProviderParseError::Unknown { value: s.chars().take(64).collect() })
     }
 }
 
@@ -80,29 +73,18 @@ mod tests {
     fn parses_and_prints_lowercase_names() {
         for p in Provider::ALL {
             assert_eq!(p.as_str().parse::<Provider>(), Ok(p));
-            assert_eq!(
-                serde_json::to_string(&p).unwrap(),
-                format!("\"{}\"", p.as_str())
-            );
-            assert_eq!(
-                serde_json::from_str::<Provider>(&format!("\"{p}\"")).unwrap(),
-                p
-            );
+            assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{}\"", p.as_str()));
+            assert_eq!(serde_json::from_str::<Provider>(&format!("\"{p}\"")).unwrap(), p);
         }
     }
 
     #[test]
     fn parse_errors_are_precise() {
         assert_eq!("".parse::<Provider>(), Err(ProviderParseError::Empty));
-        assert_eq!(
-            "OpenAI".parse::<Provider>(),
-            Err(ProviderParseError::Unknown {
-                value: "OpenAI".into()
-            })
-        );
+        assert_eq!("OpenAI".parse::<Provider>(), Err(ProviderParseError::Unknown { value: "OpenAI".into() }));
         assert_eq!(
             "other".parse::<Provider>().unwrap_err().to_string(),
-            "unknown provider \"other\"; expected one of openai, anthropic, google, azure"
+            "Unknown provider \"other\"; expected one of openai, anthropic, google, azure."
         );
         assert!(serde_json::from_str::<Provider>("\"OPENAI\"").is_err());
     }

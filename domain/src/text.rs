@@ -44,6 +44,18 @@ pub(crate) fn single_line(value: &str, max: usize) -> Result<String, TextError> 
     check(value, max, false)
 }
 
+/// An optional multi-line value (description): trimmed; blank means absent.
+pub(crate) fn optional_multi_line(
+    value: Option<&str>,
+    max: usize,
+) -> Result<Option<String>, TextError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Ok(None),
+        Some(v) => check(v, max, true).map(Some),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +85,19 @@ mod tests {
         );
         // the right-to-left mark is legitimate in mixed Arabic/Latin text
         assert!(single_line("جهاز\u{200F} A", 20).is_ok());
+    }
+
+    #[test]
+    fn descriptions_may_span_lines_and_blank_means_absent() {
+        assert_eq!(
+            optional_multi_line(Some("line one\nline two"), 100).unwrap(),
+            Some("line one\nline two".to_owned())
+        );
+        assert_eq!(optional_multi_line(Some("  \n "), 100).unwrap(), None);
+        assert_eq!(optional_multi_line(None, 100).unwrap(), None);
+        assert_eq!(
+            optional_multi_line(Some("a\u{7}b"), 100),
+            Err(TextError::ForbiddenCharacter)
+        );
     }
 }
