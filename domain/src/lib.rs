@@ -9,6 +9,7 @@ pub mod device;
 pub mod error;
 pub mod hash;
 pub mod metadata;
+pub mod policy;
 pub mod protocol;
 pub mod provider;
 pub mod text;
