@@ -1,1 +1,8 @@
+//! The `keyguard` server: configuration, event store, REST API and the dashboard's server side.
 
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

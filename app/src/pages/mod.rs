@@ -1,0 +1,4 @@
+//! One module per page of the dashboard.
+
+pub mod home;
+pub mod not_found;

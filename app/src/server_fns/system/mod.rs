@@ -1,0 +1,3 @@
+//! Server functions about the KeyGuard server itself.
+
+pub mod status;

@@ -1,0 +1,249 @@
+//! Every environment variable KeyGuard reads, with its default and its validation.
+//!
+//! Nothing else in the server reads the environment. Bad configuration stops start-up with one
+//! sentence that names the variable and says what is expected.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use leptos::config::LeptosOptions;
+
+/// Where events and read models live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// `postgres://` or `postgresql://` URL (production, clusters).
+    Postgres { url: String },
+    /// A SQLite file (the embedded default; no service needed).
+    Sqlite { path: PathBuf },
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // A Postgres URL may hold a password: show only what identifies the target.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres { url } => write!(f, "Postgres({})", redact_url(url)),
+            Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// What the logs may say about the database without leaking credentials.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The server's whole configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub database_max_connections: u32,
+    pub data_dir: PathBuf,
+    pub listen_addr: SocketAddr,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    pub site_root: String,
+    pub site_pkg_dir: String,
+    pub reload_port: u32,
+}
+
+/// A configuration mistake, phrased for the person who made it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: &'static str,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(variable: &'static str, problem: impl Into<String>) -> Self {
+        Self { variable, problem: problem.into() }
+    }
+}
+
+/// The name cargo-leptos gives the WASM/JS/CSS bundle; fixed at build time.
+pub const OUTPUT_NAME: &str = match option_env!("LEPTOS_OUTPUT_NAME") {
+    Some(name) => name,
+    None => "keyguard",
+};
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables (the process environment in production, a map in tests).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> = vars.into_iter().collect();
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let data_dir = PathBuf::from(get("KEYGUARD_DATA_DIR").unwrap_or("./data"));
+        let database = match get("KEYGUARD_DATABASE_URL") {
+            None => DatabaseConfig::Sqlite { path: data_dir.join("keyguard.db") },
+            Some(url) => parse_database_url(url)?,
+        };
+        let database_max_connections =
+            parse_or("KEYGUARD_DATABASE_MAX_CONNECTIONS", get("KEYGUARD_DATABASE_MAX_CONNECTIONS"), 10u32)?;
+        if !(1..=1000).contains(&database_max_connections) {
+            return Err(ConfigError::new(
+                "KEYGUARD_DATABASE_MAX_CONNECTIONS",
+                format!("must be between 1 and 1000, got {database_max_connections}"),
+            ));
+        }
+        let listen_addr =
+            parse_or("LEPTOS_SITE_ADDR", get("LEPTOS_SITE_ADDR"), SocketAddr::from(([127, 0, 0, 1], 3000)))?;
+        let log_format = match get("KEYGUARD_LOG_FORMAT").unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "KEYGUARD_LOG_FORMAT",
+                    format!("must be `text` or `json`, got `{other}`"),
+                ));
+            }
+        };
+        let log_filter = get("KEYGUARD_LOG").unwrap_or("info,keyguard=info,server=info").to_owned();
+        tracing_subscriber::EnvFilter::try_new(&log_filter)
+            .map_err(|e| ConfigError::new("KEYGUARD_LOG", format!("is not a valid log filter ({e})")))?;
+
+        Ok(Self {
+            database,
+            database_max_connections,
+            data_dir,
+            listen_addr,
+            log_filter,
+            log_format,
+            site_root: get("LEPTOS_SITE_ROOT").unwrap_or("target/site").to_owned(),
+            site_pkg_dir: get("LEPTOS_SITE_PKG_DIR").unwrap_or("pkg").to_owned(),
+            reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
+        })
+    }
+
+    /// The options Leptos needs to render pages and serve the hydration bundle.
+    pub fn leptos_options(&self) -> LeptosOptions {
+        LeptosOptions::builder()
+            .output_name(OUTPUT_NAME)
+            .site_root(self.site_root.as_str())
+            .site_pkg_dir(self.site_pkg_dir.as_str())
+            .site_addr(self.listen_addr)
+            .reload_port(self.reload_port)
+            .build()
+    }
+}
+
+fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
+    const VAR: &str = "KEYGUARD_DATABASE_URL";
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        if url.split_once("://").is_some_and(|(_, rest)| rest.is_empty()) {
+            return Err(ConfigError::new(VAR, "names no PostgreSQL host"));
+        }
+        return Ok(DatabaseConfig::Postgres { url: url.to_owned() });
+    }
+    if let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let path = rest.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return Err(ConfigError::new(
+                VAR,
+                "must name a SQLite file (an in-memory database would lose every event at exit)",
+            ));
+        }
+        return Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) });
+    }
+    Err(ConfigError::new(
+        VAR,
+        format!("must start with `postgres://`, `postgresql://` or `sqlite://`, got `{}`", redact_url(url)),
+    ))
+}
+
+fn parse_or<T: FromStr>(variable: &'static str, raw: Option<&str>, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match raw {
+        None => Ok(default),
+        Some(raw) => {
+            raw.parse().map_err(|e| ConfigError::new(variable, format!("cannot parse `{raw}` ({e})")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_vars(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_need_no_services() {
+        let config = config(&[]).unwrap();
+        assert_eq!(config.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/keyguard.db") });
+        assert_eq!(config.listen_addr, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn data_dir_moves_the_default_database() {
+        let config = config(&[("KEYGUARD_DATA_DIR", "/var/lib/keyguard")]).unwrap();
+        assert_eq!(
+            config.database,
+            DatabaseConfig::Sqlite { path: PathBuf::from("/var/lib/keyguard/keyguard.db") }
+        );
+    }
+
+    #[test]
+    fn database_url_chooses_the_backend() {
+        let pg = config(&[("KEYGUARD_DATABASE_URL", "postgres://kg:secret@db:5432/kg")]).unwrap();
+        assert!(matches!(pg.database, DatabaseConfig::Postgres { .. }));
+        assert!(!pg.database.describe().contains("secret"), "{}", pg.database.describe());
+        let lite = config(&[("KEYGUARD_DATABASE_URL", "sqlite:///tmp/kg.db?mode=rwc")]).unwrap();
+        assert_eq!(lite.database, DatabaseConfig::Sqlite { path: PathBuf::from("/tmp/kg.db") });
+    }
+
+    #[test]
+    fn each_mistake_names_its_variable() {
+        let cases: &[(&str, &str)] = &[
+            ("KEYGUARD_DATABASE_URL", "mysql://db/kg"),
+            ("KEYGUARD_DATABASE_URL", "sqlite::memory:"),
+            ("KEYGUARD_DATABASE_URL", "postgres://"),
+            ("KEYGUARD_DATABASE_MAX_CONNECTIONS", "0"),
+            ("KEYGUARD_DATABASE_MAX_CONNECTIONS", "many"),
+            ("LEPTOS_SITE_ADDR", "localhost"),
+            ("KEYGUARD_LOG_FORMAT", "xml"),
+            ("KEYGUARD_LOG", "info,[[["),
+            ("LEPTOS_RELOAD_PORT", "-1"),
+        ];
+        for (variable, value) in cases {
+            let err = config(&[(variable, value)]).unwrap_err();
+            assert_eq!(err.variable, *variable, "{value}");
+            assert!(err.to_string().starts_with(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_database_error_never_echoes_a_password() {
+        let err = config(&[("KEYGUARD_DATABASE_URL", "mysql://root:hunter2@db/kg")]).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

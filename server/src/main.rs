@@ -1,0 +1,46 @@
+//! The `keyguard` binary.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use server::cli::{Cli, Command};
+use server::config::Config;
+use server::startup::{Application, shutdown_signal};
+use server::store::Database;
+use server::telemetry;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("keyguard: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(&config.log_filter, config.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => migrate(&config).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("keyguard: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    Application::build(config).await?.run_until(shutdown_signal()).await
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let db = Database::connect(&config.database, 1).await?;
+    db.migrate().await?;
+    println!("migrations applied ({})", config.database.describe());
+    db.close().await;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Wiring: builds the whole application from a [`Config`]. `main` and the tests both use it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::FromRef;
+use axum::http::HeaderName;
+use leptos::config::LeptosOptions;
+use leptos_axum::{LeptosRoutes as _, generate_route_list};
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::store::Database;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// What every request handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Database,
+    pub leptos_options: LeptosOptions,
+}
+
+impl FromRef<AppState> for LeptosOptions {
+    fn from_ref(state: &AppState) -> Self {
+        state.leptos_options.clone()
+    }
+}
+
+/// A server that is bound and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects to the database, applies pending migrations and binds the listen address.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let db = Database::connect(&config.database, config.database_max_connections).await?;
+        db.migrate().await?;
+        let listener = TcpListener::bind(config.listen_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
+        let state = AppState { db, leptos_options: config.leptos_options() };
+        let router = router(state.clone());
+        Ok(Self { listener, router, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets requests in flight finish.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.local_addr(), database = self.state.db.backend(), "serving");
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the server stopped with an error")?;
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+/// The HTTP routes: the REST API, server functions, the dashboard pages and its static files.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let options = state.leptos_options.clone();
+    Router::new()
+        .nest("/api/v1", crate::api::router())
+        .leptos_routes(&state, routes, move || app::shell(options.clone()))
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Resolves on Ctrl-C or SIGTERM, for graceful shutdown.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,153 @@
+//! The event store and read-model database: PostgreSQL in production, a SQLite file by default.
+//!
+//! Everything above this module works through [`Database`] and [`EventRepository`] and never asks
+//! which backend it runs on; the choice is configuration only (`KEYGUARD_DATABASE_URL`).
+
+mod event_repository;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, CqrsFramework, Query};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+pub use event_repository::EventRepository;
+
+use crate::config::DatabaseConfig;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How long to wait for a connection before telling the caller the database is unreachable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A failure to reach or prepare the database, phrased for an operator.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {target}: {source}")]
+    Connect { target: String, source: sqlx::Error },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("cannot apply the database migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the database does not answer: {0}")]
+    Unavailable(#[from] sqlx::Error),
+}
+
+/// A connection pool to whichever database the configuration chose.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// The cqrs-es framework for one aggregate, on our event store.
+pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
+
+impl Database {
+    /// Opens a pool. Connections are made lazily, but one is tried here so that a wrong URL or a
+    /// stopped server is reported at start-up rather than on the first request.
+    pub async fn connect(config: &DatabaseConfig, max_connections: u32) -> Result<Self, StoreError> {
+        let target = config.describe();
+        let connect_error = |source| StoreError::Connect { target: target.clone(), source };
+        match config {
+            DatabaseConfig::Postgres { url } => {
+                let options = PgConnectOptions::from_str(url).map_err(connect_error)?;
+                Self::connect_postgres(options, max_connections).await.map_err(connect_error)
+            }
+            DatabaseConfig::Sqlite { path } => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|source| StoreError::DataDir { path: dir.display().to_string(), source })?;
+                }
+                let options = SqliteConnectOptions::new()
+                    .filename(path)
+                    .create_if_missing(true)
+                    // WAL lets readers run beside the single writer; FULL makes each committed
+                    // event durable before the command returns, as an audit trail requires.
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(10));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_with(options)
+                    .await
+                    .map_err(connect_error)?;
+                Ok(Self::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Opens a PostgreSQL pool with explicit options (tests use this to pin a schema).
+    pub async fn connect_postgres(
+        options: PgConnectOptions,
+        max_connections: u32,
+    ) -> Result<Self, sqlx::Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(Self::Postgres(pool))
+    }
+
+    /// Applies the migrations of this backend that have not run yet. Safe to call on every start.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await?,
+            Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Checks that the database answers a query.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query("SELECT 1").execute(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Which backend this is, for logs and health reports.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "postgres",
+            Self::Sqlite(_) => "sqlite",
+        }
+    }
+
+    pub fn event_repository(&self) -> EventRepository {
+        match self {
+            Self::Postgres(pool) => {
+                EventRepository::Postgres(postgres_es::PostgresEventRepository::new(pool.clone()))
+            }
+            Self::Sqlite(pool) => {
+                EventRepository::Sqlite(sqlite_es::SqliteEventRepository::new(pool.clone()))
+            }
+        }
+    }
+
+    /// A cqrs-es framework for aggregate `A` on this store, dispatching to `queries` after each commit.
+    pub fn cqrs<A: Aggregate>(&self, queries: Vec<Box<dyn Query<A>>>, services: A::Services) -> Cqrs<A> {
+        let store = PersistedEventStore::new_event_store(self.event_repository());
+        CqrsFramework::new(store, queries, services)
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(pool) => pool.close().await,
+            Self::Sqlite(pool) => pool.close().await,
+        }
+    }
+}

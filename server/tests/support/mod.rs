@@ -1,0 +1,132 @@
+//! Shared test harness: a fresh database per test on either backend, and the real application on
+//! a random loopback port.
+//!
+//! PostgreSQL tests need a server: `KEYGUARD_TEST_DATABASE_URL` (default
+//! `postgres://keyguard:keyguard@127.0.0.1:5432/keyguard_test`, which `scripts/test.sh` prepares).
+//! A missing server fails the test loudly; it is never skipped.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use server::config::{Config, DatabaseConfig};
+use server::startup::Application;
+use server::store::Database;
+use sqlx::Connection as _;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use tempfile::TempDir;
+
+const DEFAULT_TEST_DATABASE_URL: &str = "postgres://keyguard:keyguard@127.0.0.1:5432/keyguard_test";
+
+/// Which event store a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// An empty, migrated database that belongs to one test only.
+pub struct TestDb {
+    pub db: Database,
+    pub config: DatabaseConfig,
+    // Keeps the SQLite file alive for as long as the test runs.
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        let config = fresh_database(backend).await;
+        let db = Database::connect(&config.0, 5).await.expect("connect to the test database");
+        db.migrate().await.expect("migrate the test database");
+        Self { db, config: config.0, _dir: config.1 }
+    }
+}
+
+/// Creates an empty database of the given kind and returns its configuration: a SQLite file in a
+/// temporary directory, or a PostgreSQL schema of its own (so tests run in parallel).
+pub async fn fresh_database(backend: Backend) -> (DatabaseConfig, Option<TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temporary directory");
+            let path: PathBuf = dir.path().join("keyguard.db");
+            (DatabaseConfig::Sqlite { path }, Some(dir))
+        }
+        Backend::Postgres => (DatabaseConfig::Postgres { url: fresh_postgres_schema().await }, None),
+    }
+}
+
+async fn fresh_postgres_schema() -> String {
+    let base =
+        std::env::var("KEYGUARD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+    let options = PgConnectOptions::from_str(&base).expect("KEYGUARD_TEST_DATABASE_URL is a PostgreSQL URL");
+    let mut conn = PgConnection::connect_with(&options).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL is required for this test and is not reachable at {base} ({e}); \
+             run scripts/test.sh, which installs and starts it"
+        )
+    });
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&mut conn).await.expect("create a test schema");
+    conn.close().await.ok();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{separator}options=-c%20search_path%3D{schema}")
+}
+
+/// A running application on a random port, stopped when dropped.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: Database,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _dir: Option<TempDir>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        let (database, dir) = fresh_database(backend).await;
+        let mut config = Config::from_vars(std::iter::empty()).expect("default configuration");
+        config.database = database;
+        config.listen_addr = "127.0.0.1:0".parse().unwrap();
+        let app = Application::build(&config).await.expect("build the application");
+        let addr = app.local_addr();
+        let db = app.state().db.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        Self { addr, client: reqwest::Client::new(), db, shutdown: Some(tx), _dir: dir }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Runs one async test body against both backends, as two tests named `sqlite` and `postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
