@@ -13,6 +13,7 @@ pub mod policy;
 pub mod protocol;
 pub mod provider;
 pub mod text;
+pub mod user;
 
 #[cfg(test)]
 mod test_support;
