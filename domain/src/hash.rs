@@ -11,7 +11,7 @@ use subtle::ConstantTimeEq as _;
 
 /// Why a digest was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a SHA-256 digest must be 64 lowercase hexadecimal characters")]
+#[error("A SHA-256 digest must be 64 lowercase hexadecimal characters.")]
 pub struct MalformedDigest;
 
 /// A SHA-256 digest as 64 lowercase hex characters.
@@ -77,15 +77,9 @@ mod tests {
     #[test]
     fn parses_only_lowercase_hex_of_64() {
         let h = Sha256Hex::of(b"");
-        assert_eq!(
-            h.as_str(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(h.as_str(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert_eq!(Sha256Hex::parse(h.as_str()), Ok(h.clone()));
-        assert_eq!(
-            Sha256Hex::parse(&h.as_str().to_uppercase()),
-            Err(MalformedDigest)
-        );
+        assert_eq!(Sha256Hex::parse(&h.as_str().to_uppercase()), Err(MalformedDigest));
         assert_eq!(Sha256Hex::parse(&h.as_str()[1..]), Err(MalformedDigest));
         assert!(serde_json::from_str::<Sha256Hex>("\"abc\"").is_err());
     }

@@ -43,9 +43,7 @@ pub enum Actor {
 
 impl Actor {
     pub fn system(component: impl Into<String>) -> Self {
-        Actor::System {
-            component: component.into(),
-        }
+        Actor::System { component: component.into() }
     }
 
     /// The value stored under `actor_type`.
@@ -75,9 +73,9 @@ impl fmt::Display for Actor {
 /// Why a stored metadata map could not be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MetadataError {
-    #[error("event metadata lacks the {key:?} entry")]
+    #[error("The event metadata lacks the {key:?} entry.")]
     Missing { key: &'static str },
-    #[error("event metadata entry {key:?} is malformed: {reason}")]
+    #[error("The event metadata entry {key:?} is malformed: {reason}.")]
     Malformed { key: &'static str, reason: String },
 }
 
@@ -102,13 +100,7 @@ pub struct EventMetadata {
 
 impl EventMetadata {
     pub fn new(actor: Actor, at: DateTime<Utc>) -> Self {
-        Self {
-            actor,
-            ip: None,
-            user_agent: None,
-            request_id: None,
-            at,
-        }
+        Self { actor, ip: None, user_agent: None, request_id: None, at }
     }
 
     pub fn with_ip(mut self, ip: IpAddr) -> Self {
@@ -142,10 +134,7 @@ impl EventMetadata {
             map.insert(keys::REQUEST_ID.into(), id.clone());
         }
         // Nanosecond precision, so that reading it back yields the same instant.
-        map.insert(
-            keys::AT.into(),
-            self.at.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        );
+        map.insert(keys::AT.into(), self.at.to_rfc3339_opts(SecondsFormat::AutoSi, true));
         map
     }
 
@@ -154,27 +143,19 @@ impl EventMetadata {
     pub fn from_map(map: &HashMap<String, String>) -> Result<Self, MetadataError> {
         let get = |key: &'static str| map.get(key).map(String::as_str);
         let required = |key: &'static str| get(key).ok_or(MetadataError::Missing { key });
-        let malformed =
-            |key: &'static str, reason: String| MetadataError::Malformed { key, reason };
+        let malformed = |key: &'static str, reason: String| MetadataError::Malformed { key, reason };
 
         let actor_id = required(keys::ACTOR_ID)?;
-        let uuid =
-            || Uuid::parse_str(actor_id).map_err(|e| malformed(keys::ACTOR_ID, e.to_string()));
+        let uuid = || Uuid::parse_str(actor_id).map_err(|e| malformed(keys::ACTOR_ID, e.to_string()));
         let actor = match required(keys::ACTOR_TYPE)? {
             "user" => Actor::User { id: uuid()? },
             "device" => Actor::Device { id: uuid()? },
             "system" if !actor_id.is_empty() => Actor::system(actor_id),
             "system" => {
-                return Err(malformed(
-                    keys::ACTOR_ID,
-                    "a system actor needs a component".into(),
-                ));
+                return Err(malformed(keys::ACTOR_ID, "a system actor needs a component".into()));
             }
             other => {
-                return Err(malformed(
-                    keys::ACTOR_TYPE,
-                    format!("unknown actor type {other:?}"),
-                ));
+                return Err(malformed(keys::ACTOR_TYPE, format!("unknown actor type {other:?}")));
             }
         };
         let ip = get(keys::IP)
@@ -214,21 +195,15 @@ mod tests {
     use proptest::prelude::*;
 
     fn at() -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
-            + chrono::TimeDelta::nanoseconds(123_456_789)
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + chrono::TimeDelta::nanoseconds(123_456_789)
     }
 
     #[test]
     fn round_trips_a_full_user_record() {
-        let m = EventMetadata::new(
-            Actor::User {
-                id: Uuid::from_u128(7),
-            },
-            at(),
-        )
-        .with_ip("2001:db8::1".parse().unwrap())
-        .with_user_agent("Mozilla/5.0")
-        .with_request_id("req-1");
+        let m = EventMetadata::new(Actor::User { id: Uuid::from_u128(7) }, at())
+            .with_ip("2001:db8::1".parse().unwrap())
+            .with_user_agent("Mozilla/5.0")
+            .with_request_id("req-1");
         let map = m.to_map();
         assert_eq!(map[keys::ACTOR_TYPE], "user");
         assert_eq!(map[keys::ACTOR_ID], "00000000-0000-0000-0000-000000000007");
@@ -249,55 +224,32 @@ mod tests {
 
     #[test]
     fn reports_what_is_missing_or_malformed() {
-        let m = EventMetadata::new(
-            Actor::Device {
-                id: Uuid::from_u128(1),
-            },
-            at(),
-        );
+        let m = EventMetadata::new(Actor::Device { id: Uuid::from_u128(1) }, at());
         let mut map = m.to_map();
         map.remove(keys::AT);
-        assert_eq!(
-            EventMetadata::from_map(&map),
-            Err(MetadataError::Missing { key: keys::AT })
-        );
+        assert_eq!(EventMetadata::from_map(&map), Err(MetadataError::Missing { key: keys::AT }));
         let mut map = m.to_map();
         map.insert(keys::ACTOR_TYPE.into(), "robot".into());
         assert!(matches!(
             EventMetadata::from_map(&map),
-            Err(MetadataError::Malformed {
-                key: keys::ACTOR_TYPE,
-                ..
-            })
+            Err(MetadataError::Malformed { key: keys::ACTOR_TYPE, .. })
         ));
         let mut map = m.to_map();
         map.insert(keys::ACTOR_ID.into(), "not-a-uuid".into());
         assert!(matches!(
             EventMetadata::from_map(&map),
-            Err(MetadataError::Malformed {
-                key: keys::ACTOR_ID,
-                ..
-            })
+            Err(MetadataError::Malformed { key: keys::ACTOR_ID, .. })
         ));
         let mut map = m.to_map();
         map.insert(keys::IP.into(), "0.0.0.0.0".into());
-        assert!(matches!(
-            EventMetadata::from_map(&map),
-            Err(MetadataError::Malformed { key: keys::IP, .. })
-        ));
+        assert!(matches!(EventMetadata::from_map(&map), Err(MetadataError::Malformed { key: keys::IP, .. })));
     }
 
     #[test]
     fn actors_serialize_with_a_type_tag() {
         let json = serde_json::to_value(Actor::system("cli")).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"type": "system", "component": "cli"})
-        );
-        assert_eq!(
-            Actor::User { id: Uuid::nil() }.to_string(),
-            format!("user:{}", Uuid::nil())
-        );
+        assert_eq!(json, serde_json::json!({"type": "system", "component": "cli"}));
+        assert_eq!(Actor::User { id: Uuid::nil() }.to_string(), format!("user:{}", Uuid::nil()));
     }
 
     proptest! {

@@ -22,9 +22,7 @@ pub fn t(seconds: i64) -> DateTime<Utc> {
 }
 
 pub fn admin() -> Actor {
-    Actor::User {
-        id: Uuid::from_u128(0xad),
-    }
+    Actor::User { id: Uuid::from_u128(0xad) }
 }
 
 /// A deterministic signing key; `seed` must be non-zero.
@@ -51,9 +49,7 @@ pub fn assert_codes_distinct<E: crate::error::ErrorCode + std::fmt::Display>(err
         let code = e.code();
         assert!(
             !code.is_empty()
-                && code
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
             "code {code:?} is not snake_case"
         );
         assert!(seen.insert(code), "code {code:?} is used twice");

@@ -45,10 +45,7 @@ pub(crate) fn single_line(value: &str, max: usize) -> Result<String, TextError> 
 }
 
 /// An optional multi-line value (description): trimmed; blank means absent.
-pub(crate) fn optional_multi_line(
-    value: Option<&str>,
-    max: usize,
-) -> Result<Option<String>, TextError> {
+pub(crate) fn optional_multi_line(value: Option<&str>, max: usize) -> Result<Option<String>, TextError> {
     match value {
         None => Ok(None),
         Some(v) if v.trim().is_empty() => Ok(None),
@@ -65,24 +62,15 @@ mod tests {
         assert_eq!(single_line("  laptop  ", 10).unwrap(), "laptop");
         // five Arabic letters are ten bytes but five characters
         assert_eq!(single_line("حاسوب", 5).unwrap(), "حاسوب");
-        assert_eq!(
-            single_line("حاسوب1", 5),
-            Err(TextError::TooLong { max: 5, len: 6 })
-        );
+        assert_eq!(single_line("حاسوب1", 5), Err(TextError::TooLong { max: 5, len: 6 }));
     }
 
     #[test]
     fn refuses_blank_control_and_bidi_override() {
         assert_eq!(single_line("   ", 10), Err(TextError::Empty));
         assert_eq!(single_line("a\nb", 10), Err(TextError::ForbiddenCharacter));
-        assert_eq!(
-            single_line("evil\u{202E}gpj.exe", 20),
-            Err(TextError::ForbiddenCharacter)
-        );
-        assert_eq!(
-            single_line("a\u{2066}b", 20),
-            Err(TextError::ForbiddenCharacter)
-        );
+        assert_eq!(single_line("evil\u{202E}gpj.exe", 20), Err(TextError::ForbiddenCharacter));
+        assert_eq!(single_line("a\u{2066}b", 20), Err(TextError::ForbiddenCharacter));
         // the right-to-left mark is legitimate in mixed Arabic/Latin text
         assert!(single_line("جهاز\u{200F} A", 20).is_ok());
     }
@@ -95,9 +83,6 @@ mod tests {
         );
         assert_eq!(optional_multi_line(Some("  \n "), 100).unwrap(), None);
         assert_eq!(optional_multi_line(None, 100).unwrap(), None);
-        assert_eq!(
-            optional_multi_line(Some("a\u{7}b"), 100),
-            Err(TextError::ForbiddenCharacter)
-        );
+        assert_eq!(optional_multi_line(Some("a\u{7}b"), 100), Err(TextError::ForbiddenCharacter));
     }
 }

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::EnrollmentCodeHash;
@@ -52,9 +53,17 @@ impl ErrorCode for EntropyUnavailable {
 }
 
 /// An enrollment code in canonical (lowercase) form. Wiped from memory when dropped; `Debug`
-/// shows nothing of it; deliberately not `Serialize`.
-#[derive(Clone, PartialEq, Eq)]
+/// shows nothing of it; compared in constant time; deliberately not `Serialize`.
+#[derive(Clone)]
 pub struct EnrollmentCode(Zeroizing<String>);
+
+impl PartialEq for EnrollmentCode {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for EnrollmentCode {}
 
 impl EnrollmentCode {
     pub const PREFIX: &'static str = "kgc_";

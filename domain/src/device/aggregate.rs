@@ -9,9 +9,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    DeviceAction, DeviceCommand, DeviceError, DeviceEvent, DeviceStatus, EnrollDevice,
-    MAX_FINGERPRINT_CHARS, MAX_LABEL_CHARS, MAX_METADATA_BYTES, MAX_REASON_CHARS,
-    MAX_USER_AGENT_CHARS, rotation,
+    DeviceAction, DeviceCommand, DeviceError, DeviceEvent, DeviceStatus, EnrollDevice, MAX_FINGERPRINT_CHARS,
+    MAX_LABEL_CHARS, MAX_METADATA_BYTES, MAX_REASON_CHARS, MAX_USER_AGENT_CHARS, rotation,
 };
 use crate::protocol::{KeyId, PublicKeySpki};
 use crate::text::single_line;
@@ -73,12 +72,10 @@ impl Device {
         if self.enrolled.is_some() {
             return Err(DeviceError::AlreadyEnrolled);
         }
-        cmd.public_key
-            .check_key_id(&cmd.key_id)
-            .map_err(DeviceError::KeyIdMismatch)?;
+        cmd.public_key.check_key_id(&cmd.key_id).map_err(DeviceError::KeyIdMismatch)?;
         let label = single_line(&cmd.label, MAX_LABEL_CHARS).map_err(DeviceError::InvalidLabel)?;
-        let fingerprint = single_line(&cmd.fingerprint, MAX_FINGERPRINT_CHARS)
-            .map_err(DeviceError::InvalidFingerprint)?;
+        let fingerprint =
+            single_line(&cmd.fingerprint, MAX_FINGERPRINT_CHARS).map_err(DeviceError::InvalidFingerprint)?;
         let user_agent = cmd
             .user_agent
             .as_deref()
@@ -89,14 +86,9 @@ impl Device {
         if !cmd.metadata.is_object() {
             return Err(DeviceError::MetadataNotObject);
         }
-        let size = serde_json::to_vec(&cmd.metadata)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
+        let size = serde_json::to_vec(&cmd.metadata).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > MAX_METADATA_BYTES {
-            return Err(DeviceError::MetadataTooLarge {
-                size,
-                max: MAX_METADATA_BYTES,
-            });
+            return Err(DeviceError::MetadataTooLarge { size, max: MAX_METADATA_BYTES });
         }
         Ok(DeviceEvent::DeviceEnrolled {
             device_id: cmd.device_id,
@@ -124,11 +116,9 @@ impl Device {
                 from => invalid(DeviceAction::Approve, from),
             },
             DeviceCommand::Suspend { by, reason, at } => match self.current()?.status {
-                Pending | Active => Ok(DeviceEvent::DeviceSuspended {
-                    by,
-                    reason: reason_text(&reason)?,
-                    at,
-                }),
+                Pending | Active => {
+                    Ok(DeviceEvent::DeviceSuspended { by, reason: reason_text(&reason)?, at })
+                }
                 from => invalid(DeviceAction::Suspend, from),
             },
             DeviceCommand::Reactivate { by, at } => {
@@ -144,31 +134,17 @@ impl Device {
             }
             DeviceCommand::Revoke { by, reason, at } => {
                 self.current()?;
-                Ok(DeviceEvent::DeviceRevoked {
-                    by,
-                    reason: reason_text(&reason)?,
-                    at,
-                })
+                Ok(DeviceEvent::DeviceRevoked { by, reason: reason_text(&reason)?, at })
             }
             DeviceCommand::Rename { by, label, at } => {
                 let device = self.current()?;
-                let label =
-                    single_line(&label, MAX_LABEL_CHARS).map_err(DeviceError::InvalidLabel)?;
+                let label = single_line(&label, MAX_LABEL_CHARS).map_err(DeviceError::InvalidLabel)?;
                 if label == device.label {
                     return Err(DeviceError::LabelUnchanged(label));
                 }
-                Ok(DeviceEvent::DeviceRenamed {
-                    by,
-                    previous_label: device.label.clone(),
-                    label,
-                    at,
-                })
+                Ok(DeviceEvent::DeviceRenamed { by, previous_label: device.label.clone(), label, at })
             }
-            DeviceCommand::RotateKey {
-                new_public_key,
-                proof,
-                at,
-            } => {
+            DeviceCommand::RotateKey { new_public_key, proof, at } => {
                 let device = self.current()?;
                 if device.status != Active {
                     return invalid(DeviceAction::RotateKey, device.status);
@@ -335,12 +311,7 @@ impl Aggregate for Device {
                 device.label = label;
                 device.updated_at = at;
             }
-            DeviceEvent::DeviceKeyRotated {
-                old_key_id,
-                new_key_id,
-                new_public_key,
-                at,
-            } => {
+            DeviceEvent::DeviceKeyRotated { old_key_id, new_key_id, new_public_key, at } => {
                 device.retired_key_ids.push(old_key_id);
                 device.key_id = new_key_id;
                 device.public_key = new_public_key;

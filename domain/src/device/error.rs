@@ -36,10 +36,7 @@ pub enum DeviceError {
     #[error("The device is revoked; a revoked device cannot be changed.")]
     Revoked,
     #[error("Cannot {action} a device that is {from}.")]
-    InvalidTransition {
-        action: DeviceAction,
-        from: DeviceStatus,
-    },
+    InvalidTransition { action: DeviceAction, from: DeviceStatus },
     #[error("The keyId does not match the public key: {0}.")]
     KeyIdMismatch(KeyError),
     #[error("The label {0}.")]
@@ -56,9 +53,7 @@ pub enum DeviceError {
     MetadataTooLarge { size: usize, max: usize },
     #[error("The reason {0}.")]
     InvalidReason(TextError),
-    #[error(
-        "The rotation proof must be a standard base64 (padded) IEEE P1363 ECDSA signature of 64 bytes."
-    )]
+    #[error("The rotation proof must be a standard base64 (padded) IEEE P1363 ECDSA signature of 64 bytes.")]
     MalformedRotationProof,
     #[error("The rotation proof is not a valid signature by the device's current key.")]
     InvalidRotationProof,

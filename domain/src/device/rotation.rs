@@ -17,11 +17,7 @@ pub const ROTATION_PROOF_TAG: &str = "kg-v1-rotate";
 /// The UTF-8 text the current key signs: `kg-v1-rotate|{device_id}|{new_public_key}`, with the
 /// device id in lowercase hyphenated form and the key in its base64 SPKI wire form.
 pub fn rotation_message(device_id: Uuid, new_public_key: &PublicKeySpki) -> String {
-    format!(
-        "{ROTATION_PROOF_TAG}|{}|{}",
-        device_id.as_hyphenated(),
-        new_public_key.as_str()
-    )
+    format!("{ROTATION_PROOF_TAG}|{}|{}", device_id.as_hyphenated(), new_public_key.as_str())
 }
 
 /// Base64 text length of a 64-byte signature, padding included.
@@ -37,16 +33,10 @@ pub(super) fn verify(
     if proof.len() != PROOF_BASE64_LEN {
         return Err(DeviceError::MalformedRotationProof);
     }
-    let bytes = STANDARD
-        .decode(proof)
-        .map_err(|_| DeviceError::MalformedRotationProof)?;
-    let signature =
-        Signature::from_slice(&bytes).map_err(|_| DeviceError::MalformedRotationProof)?;
+    let bytes = STANDARD.decode(proof).map_err(|_| DeviceError::MalformedRotationProof)?;
+    let signature = Signature::from_slice(&bytes).map_err(|_| DeviceError::MalformedRotationProof)?;
     current_key
         .verifying_key()
-        .verify(
-            rotation_message(device_id, new_public_key).as_bytes(),
-            &signature,
-        )
+        .verify(rotation_message(device_id, new_public_key).as_bytes(), &signature)
         .map_err(|_| DeviceError::InvalidRotationProof)
 }

@@ -76,20 +76,12 @@ fn pending() -> Vec<DeviceEvent> {
 }
 
 fn suspended_after(mut history: Vec<DeviceEvent>) -> Vec<DeviceEvent> {
-    history.push(DeviceEvent::DeviceSuspended {
-        by: admin(),
-        reason: "lost laptop".into(),
-        at: t(10),
-    });
+    history.push(DeviceEvent::DeviceSuspended { by: admin(), reason: "lost laptop".into(), at: t(10) });
     history
 }
 
 fn revoked_after(mut history: Vec<DeviceEvent>) -> Vec<DeviceEvent> {
-    history.push(DeviceEvent::DeviceRevoked {
-        by: admin(),
-        reason: "stolen".into(),
-        at: t(20),
-    });
+    history.push(DeviceEvent::DeviceRevoked { by: admin(), reason: "stolen".into(), at: t(20) });
     history
 }
 
@@ -102,52 +94,30 @@ fn nothing() -> AggregateTestExecutor<Device> {
 }
 
 fn approve() -> DeviceCommand {
-    DeviceCommand::Approve {
-        by: admin(),
-        at: t(30),
-    }
+    DeviceCommand::Approve { by: admin(), at: t(30) }
 }
 
 fn suspend(reason: &str) -> DeviceCommand {
-    DeviceCommand::Suspend {
-        by: admin(),
-        reason: reason.into(),
-        at: t(30),
-    }
+    DeviceCommand::Suspend { by: admin(), reason: reason.into(), at: t(30) }
 }
 
 fn reactivate() -> DeviceCommand {
-    DeviceCommand::Reactivate {
-        by: admin(),
-        at: t(30),
-    }
+    DeviceCommand::Reactivate { by: admin(), at: t(30) }
 }
 
 fn revoke(reason: &str) -> DeviceCommand {
-    DeviceCommand::Revoke {
-        by: admin(),
-        reason: reason.into(),
-        at: t(30),
-    }
+    DeviceCommand::Revoke { by: admin(), reason: reason.into(), at: t(30) }
 }
 
 fn rename(label: &str) -> DeviceCommand {
-    DeviceCommand::Rename {
-        by: admin(),
-        label: label.into(),
-        at: t(30),
-    }
+    DeviceCommand::Rename { by: admin(), label: label.into(), at: t(30) }
 }
 
 /// A rotation to `new`, proven by `signer` for `device`.
 fn rotate_signed(new: &SigningKey, signer: &SigningKey, device: Uuid) -> DeviceCommand {
     let new_public_key = public_key(new);
     let proof = sign(signer, &rotation_message(device, &new_public_key));
-    DeviceCommand::RotateKey {
-        new_public_key,
-        proof,
-        at: t(40),
-    }
+    DeviceCommand::RotateKey { new_public_key, proof, at: t(40) }
 }
 
 fn rotate(new: &SigningKey, signer: &SigningKey) -> DeviceCommand {
@@ -196,16 +166,8 @@ fn enroll_treats_a_blank_user_agent_as_absent() {
     let mut cmd = enroll_cmd(InitialStatus::Pending);
     cmd.user_agent = Some("  ".into());
     let result = nothing().when(DeviceCommand::Enroll(cmd)).inspect_result();
-    let Ok(events) = result else {
-        panic!("expected success")
-    };
-    assert!(matches!(
-        &events[..],
-        [DeviceEvent::DeviceEnrolled {
-            user_agent: None,
-            ..
-        }]
-    ));
+    let Ok(events) = result else { panic!("expected success") };
+    assert!(matches!(&events[..], [DeviceEvent::DeviceEnrolled { user_agent: None, .. }]));
 }
 
 #[test]
@@ -226,40 +188,30 @@ fn enrolling_a_revoked_device_again_is_refused() {
 fn enroll_refuses_a_key_id_that_is_not_derived_from_the_key() {
     let mut cmd = enroll_cmd(InitialStatus::Active);
     cmd.key_id = public_key(&key_b()).key_id();
-    nothing()
-        .when(DeviceCommand::Enroll(cmd))
-        .then_expect_error(DeviceError::KeyIdMismatch(KeyError::KeyIdMismatch {
+    nothing().when(DeviceCommand::Enroll(cmd)).then_expect_error(DeviceError::KeyIdMismatch(
+        KeyError::KeyIdMismatch {
             claimed: public_key(&key_b()).key_id(),
             derived: public_key(&key_a()).key_id(),
-        }));
+        },
+    ));
 }
 
 #[test]
 fn enroll_refuses_an_empty_label() {
     let mut cmd = enroll_cmd(InitialStatus::Active);
     cmd.label = " ".into();
-    nothing()
-        .when(DeviceCommand::Enroll(cmd))
-        .then_expect_error(DeviceError::InvalidLabel(TextError::Empty));
+    nothing().when(DeviceCommand::Enroll(cmd)).then_expect_error(DeviceError::InvalidLabel(TextError::Empty));
 }
 
 #[test]
 fn enroll_accepts_a_label_of_255_characters_and_refuses_256() {
     let mut cmd = enroll_cmd(InitialStatus::Active);
     cmd.label = "é".repeat(MAX_LABEL_CHARS);
-    assert!(
-        nothing()
-            .when(DeviceCommand::Enroll(cmd.clone()))
-            .inspect_result()
-            .is_ok()
-    );
+    assert!(nothing().when(DeviceCommand::Enroll(cmd.clone())).inspect_result().is_ok());
     cmd.label.push('x');
     nothing()
         .when(DeviceCommand::Enroll(cmd))
-        .then_expect_error(DeviceError::InvalidLabel(TextError::TooLong {
-            max: 255,
-            len: 256,
-        }));
+        .then_expect_error(DeviceError::InvalidLabel(TextError::TooLong { max: 255, len: 256 }));
 }
 
 #[test]
@@ -284,12 +236,9 @@ fn enroll_refuses_an_empty_fingerprint() {
 fn enroll_refuses_an_overlong_user_agent() {
     let mut cmd = enroll_cmd(InitialStatus::Active);
     cmd.user_agent = Some("a".repeat(MAX_USER_AGENT_CHARS + 1));
-    nothing()
-        .when(DeviceCommand::Enroll(cmd))
-        .then_expect_error(DeviceError::InvalidUserAgent(TextError::TooLong {
-            max: MAX_USER_AGENT_CHARS,
-            len: MAX_USER_AGENT_CHARS + 1,
-        }));
+    nothing().when(DeviceCommand::Enroll(cmd)).then_expect_error(DeviceError::InvalidUserAgent(
+        TextError::TooLong { max: MAX_USER_AGENT_CHARS, len: MAX_USER_AGENT_CHARS + 1 },
+    ));
 }
 
 #[test]
@@ -297,9 +246,7 @@ fn enroll_refuses_metadata_that_is_not_an_object() {
     for metadata in [json!(null), json!([1, 2]), json!("x"), json!(3)] {
         let mut cmd = enroll_cmd(InitialStatus::Active);
         cmd.metadata = metadata;
-        nothing()
-            .when(DeviceCommand::Enroll(cmd))
-            .then_expect_error(DeviceError::MetadataNotObject);
+        nothing().when(DeviceCommand::Enroll(cmd)).then_expect_error(DeviceError::MetadataNotObject);
     }
 }
 
@@ -307,25 +254,15 @@ fn enroll_refuses_metadata_that_is_not_an_object() {
 fn enroll_accepts_metadata_of_exactly_16_kib_and_refuses_one_byte_more() {
     // {"k":"…"} is 8 bytes of framing around the value.
     let exact = json!({ "k": "x".repeat(MAX_METADATA_BYTES - 8) });
-    assert_eq!(
-        serde_json::to_vec(&exact).unwrap().len(),
-        MAX_METADATA_BYTES
-    );
+    assert_eq!(serde_json::to_vec(&exact).unwrap().len(), MAX_METADATA_BYTES);
     let mut cmd = enroll_cmd(InitialStatus::Active);
     cmd.metadata = exact;
-    assert!(
-        nothing()
-            .when(DeviceCommand::Enroll(cmd.clone()))
-            .inspect_result()
-            .is_ok()
-    );
+    assert!(nothing().when(DeviceCommand::Enroll(cmd.clone())).inspect_result().is_ok());
     cmd.metadata = json!({ "k": "x".repeat(MAX_METADATA_BYTES - 7) });
-    nothing()
-        .when(DeviceCommand::Enroll(cmd))
-        .then_expect_error(DeviceError::MetadataTooLarge {
-            size: MAX_METADATA_BYTES + 1,
-            max: MAX_METADATA_BYTES,
-        });
+    nothing().when(DeviceCommand::Enroll(cmd)).then_expect_error(DeviceError::MetadataTooLarge {
+        size: MAX_METADATA_BYTES + 1,
+        max: MAX_METADATA_BYTES,
+    });
 }
 
 // ---- Approve ----
@@ -334,17 +271,12 @@ fn enroll_accepts_metadata_of_exactly_16_kib_and_refuses_one_byte_more() {
 fn approve_activates_a_pending_device() {
     given(pending())
         .when(approve())
-        .then_expect_events(vec![DeviceEvent::DeviceApproved {
-            by: admin(),
-            at: t(30),
-        }]);
+        .then_expect_events(vec![DeviceEvent::DeviceApproved { by: admin(), at: t(30) }]);
 }
 
 #[test]
 fn approving_an_active_device_is_refused() {
-    given(active())
-        .when(approve())
-        .then_expect_error(invalid(DeviceAction::Approve, DeviceStatus::Active));
+    given(active()).when(approve()).then_expect_error(invalid(DeviceAction::Approve, DeviceStatus::Active));
 }
 
 #[test]
@@ -356,40 +288,32 @@ fn approving_a_suspended_device_is_refused() {
 
 #[test]
 fn approving_a_revoked_device_is_refused() {
-    given(revoked_after(pending()))
-        .when(approve())
-        .then_expect_error(DeviceError::Revoked);
+    given(revoked_after(pending())).when(approve()).then_expect_error(DeviceError::Revoked);
 }
 
 #[test]
 fn approving_an_unknown_device_is_refused() {
-    nothing()
-        .when(approve())
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(approve()).then_expect_error(DeviceError::NotEnrolled);
 }
 
 // ---- Suspend ----
 
 #[test]
 fn suspend_an_active_device_records_who_and_why() {
-    given(active())
-        .when(suspend(" lost laptop "))
-        .then_expect_events(vec![DeviceEvent::DeviceSuspended {
-            by: admin(),
-            reason: "lost laptop".into(),
-            at: t(30),
-        }]);
+    given(active()).when(suspend(" lost laptop ")).then_expect_events(vec![DeviceEvent::DeviceSuspended {
+        by: admin(),
+        reason: "lost laptop".into(),
+        at: t(30),
+    }]);
 }
 
 #[test]
 fn suspend_a_pending_device() {
-    given(pending())
-        .when(suspend("unknown owner"))
-        .then_expect_events(vec![DeviceEvent::DeviceSuspended {
-            by: admin(),
-            reason: "unknown owner".into(),
-            at: t(30),
-        }]);
+    given(pending()).when(suspend("unknown owner")).then_expect_events(vec![DeviceEvent::DeviceSuspended {
+        by: admin(),
+        reason: "unknown owner".into(),
+        at: t(30),
+    }]);
 }
 
 #[test]
@@ -401,79 +325,50 @@ fn suspending_a_suspended_device_is_refused() {
 
 #[test]
 fn suspending_a_revoked_device_is_refused() {
-    given(revoked_after(active()))
-        .when(suspend("x"))
-        .then_expect_error(DeviceError::Revoked);
+    given(revoked_after(active())).when(suspend("x")).then_expect_error(DeviceError::Revoked);
 }
 
 #[test]
 fn suspending_an_unknown_device_is_refused() {
-    nothing()
-        .when(suspend("x"))
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(suspend("x")).then_expect_error(DeviceError::NotEnrolled);
 }
 
 #[test]
 fn suspend_requires_a_reason() {
-    given(active())
-        .when(suspend("  "))
-        .then_expect_error(DeviceError::InvalidReason(TextError::Empty));
+    given(active()).when(suspend("  ")).then_expect_error(DeviceError::InvalidReason(TextError::Empty));
 }
 
 #[test]
 fn suspend_accepts_a_reason_of_500_characters_and_refuses_501() {
-    assert!(
-        given(active())
-            .when(suspend(&"r".repeat(500)))
-            .inspect_result()
-            .is_ok()
-    );
+    assert!(given(active()).when(suspend(&"r".repeat(500))).inspect_result().is_ok());
     given(active())
         .when(suspend(&"r".repeat(501)))
-        .then_expect_error(DeviceError::InvalidReason(TextError::TooLong {
-            max: 500,
-            len: 501,
-        }));
+        .then_expect_error(DeviceError::InvalidReason(TextError::TooLong { max: 500, len: 501 }));
 }
 
 // ---- Reactivate ----
 
 #[test]
 fn reactivate_returns_a_once_active_device_to_active() {
-    given(suspended_after(active()))
-        .when(reactivate())
-        .then_expect_events(vec![DeviceEvent::DeviceReactivated {
-            by: admin(),
-            status: DeviceStatus::Active,
-            at: t(30),
-        }]);
+    given(suspended_after(active())).when(reactivate()).then_expect_events(vec![
+        DeviceEvent::DeviceReactivated { by: admin(), status: DeviceStatus::Active, at: t(30) },
+    ]);
 }
 
 #[test]
 fn reactivate_returns_a_never_approved_device_to_pending() {
-    given(suspended_after(pending()))
-        .when(reactivate())
-        .then_expect_events(vec![DeviceEvent::DeviceReactivated {
-            by: admin(),
-            status: DeviceStatus::Pending,
-            at: t(30),
-        }]);
+    given(suspended_after(pending())).when(reactivate()).then_expect_events(vec![
+        DeviceEvent::DeviceReactivated { by: admin(), status: DeviceStatus::Pending, at: t(30) },
+    ]);
 }
 
 #[test]
 fn reactivate_after_approval_then_suspension_returns_to_active() {
     let mut history = pending();
-    history.push(DeviceEvent::DeviceApproved {
-        by: admin(),
-        at: t(5),
-    });
-    given(suspended_after(history))
-        .when(reactivate())
-        .then_expect_events(vec![DeviceEvent::DeviceReactivated {
-            by: admin(),
-            status: DeviceStatus::Active,
-            at: t(30),
-        }]);
+    history.push(DeviceEvent::DeviceApproved { by: admin(), at: t(5) });
+    given(suspended_after(history)).when(reactivate()).then_expect_events(vec![
+        DeviceEvent::DeviceReactivated { by: admin(), status: DeviceStatus::Active, at: t(30) },
+    ]);
 }
 
 #[test]
@@ -499,9 +394,7 @@ fn reactivating_a_revoked_device_is_refused() {
 
 #[test]
 fn reactivating_an_unknown_device_is_refused() {
-    nothing()
-        .when(reactivate())
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(reactivate()).then_expect_error(DeviceError::NotEnrolled);
 }
 
 // ---- Revoke ----
@@ -509,59 +402,44 @@ fn reactivating_an_unknown_device_is_refused() {
 #[test]
 fn revoke_works_from_every_live_state() {
     for history in [pending(), active(), suspended_after(active())] {
-        given(history)
-            .when(revoke("stolen"))
-            .then_expect_events(vec![DeviceEvent::DeviceRevoked {
-                by: admin(),
-                reason: "stolen".into(),
-                at: t(30),
-            }]);
+        given(history).when(revoke("stolen")).then_expect_events(vec![DeviceEvent::DeviceRevoked {
+            by: admin(),
+            reason: "stolen".into(),
+            at: t(30),
+        }]);
     }
 }
 
 #[test]
 fn revoking_twice_is_refused() {
-    given(revoked_after(active()))
-        .when(revoke("again"))
-        .then_expect_error(DeviceError::Revoked);
+    given(revoked_after(active())).when(revoke("again")).then_expect_error(DeviceError::Revoked);
 }
 
 #[test]
 fn revoking_an_unknown_device_is_refused() {
-    nothing()
-        .when(revoke("x"))
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(revoke("x")).then_expect_error(DeviceError::NotEnrolled);
 }
 
 #[test]
 fn revoke_requires_a_reason() {
-    given(active())
-        .when(revoke(""))
-        .then_expect_error(DeviceError::InvalidReason(TextError::Empty));
+    given(active()).when(revoke("")).then_expect_error(DeviceError::InvalidReason(TextError::Empty));
 }
 
 // ---- Rename ----
 
 #[test]
 fn rename_records_the_previous_and_the_new_label() {
-    given(active())
-        .when(rename(" Work laptop "))
-        .then_expect_events(vec![DeviceEvent::DeviceRenamed {
-            by: admin(),
-            previous_label: "Chrome on macOS".into(),
-            label: "Work laptop".into(),
-            at: t(30),
-        }]);
+    given(active()).when(rename(" Work laptop ")).then_expect_events(vec![DeviceEvent::DeviceRenamed {
+        by: admin(),
+        previous_label: "Chrome on macOS".into(),
+        label: "Work laptop".into(),
+        at: t(30),
+    }]);
 }
 
 #[test]
 fn rename_is_allowed_while_suspended() {
-    assert!(
-        given(suspended_after(active()))
-            .when(rename("Quarantined"))
-            .inspect_result()
-            .is_ok()
-    );
+    assert!(given(suspended_after(active())).when(rename("Quarantined")).inspect_result().is_ok());
 }
 
 #[test]
@@ -573,9 +451,7 @@ fn renaming_to_the_same_label_is_refused() {
 
 #[test]
 fn rename_refuses_an_invalid_label() {
-    given(active())
-        .when(rename(""))
-        .then_expect_error(DeviceError::InvalidLabel(TextError::Empty));
+    given(active()).when(rename("")).then_expect_error(DeviceError::InvalidLabel(TextError::Empty));
     given(active())
         .when(rename("a\u{202E}b"))
         .then_expect_error(DeviceError::InvalidLabel(TextError::ForbiddenCharacter));
@@ -583,34 +459,26 @@ fn rename_refuses_an_invalid_label() {
 
 #[test]
 fn renaming_a_revoked_device_is_refused() {
-    given(revoked_after(active()))
-        .when(rename("x"))
-        .then_expect_error(DeviceError::Revoked);
+    given(revoked_after(active())).when(rename("x")).then_expect_error(DeviceError::Revoked);
 }
 
 #[test]
 fn renaming_an_unknown_device_is_refused() {
-    nothing()
-        .when(rename("x"))
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(rename("x")).then_expect_error(DeviceError::NotEnrolled);
 }
 
 // ---- RotateKey ----
 
 #[test]
 fn rotate_key_with_a_proof_by_the_current_key() {
-    given(active())
-        .when(rotate(&key_b(), &key_a()))
-        .then_expect_events(vec![rotated(&key_a(), &key_b())]);
+    given(active()).when(rotate(&key_b(), &key_a())).then_expect_events(vec![rotated(&key_a(), &key_b())]);
 }
 
 #[test]
 fn rotate_key_twice_in_a_row() {
     let mut history = active();
     history.push(rotated(&key_a(), &key_b()));
-    given(history)
-        .when(rotate(&key_c(), &key_b()))
-        .then_expect_events(vec![rotated(&key_b(), &key_c())]);
+    given(history).when(rotate(&key_c(), &key_b())).then_expect_events(vec![rotated(&key_b(), &key_c())]);
 }
 
 #[test]
@@ -629,23 +497,17 @@ fn rotating_the_key_of_a_suspended_device_is_refused() {
 
 #[test]
 fn rotating_the_key_of_a_revoked_device_is_refused() {
-    given(revoked_after(active()))
-        .when(rotate(&key_b(), &key_a()))
-        .then_expect_error(DeviceError::Revoked);
+    given(revoked_after(active())).when(rotate(&key_b(), &key_a())).then_expect_error(DeviceError::Revoked);
 }
 
 #[test]
 fn rotating_the_key_of_an_unknown_device_is_refused() {
-    nothing()
-        .when(rotate(&key_b(), &key_a()))
-        .then_expect_error(DeviceError::NotEnrolled);
+    nothing().when(rotate(&key_b(), &key_a())).then_expect_error(DeviceError::NotEnrolled);
 }
 
 #[test]
 fn rotate_refuses_a_proof_signed_by_the_new_key() {
-    given(active())
-        .when(rotate(&key_b(), &key_b()))
-        .then_expect_error(DeviceError::InvalidRotationProof);
+    given(active()).when(rotate(&key_b(), &key_b())).then_expect_error(DeviceError::InvalidRotationProof);
 }
 
 #[test]
@@ -657,16 +519,9 @@ fn rotate_refuses_a_proof_made_for_another_device() {
 
 #[test]
 fn rotate_refuses_a_proof_made_for_another_new_key() {
-    let proof = sign(
-        &key_a(),
-        &rotation_message(device_id(), &public_key(&key_c())),
-    );
+    let proof = sign(&key_a(), &rotation_message(device_id(), &public_key(&key_c())));
     given(active())
-        .when(DeviceCommand::RotateKey {
-            new_public_key: public_key(&key_b()),
-            proof,
-            at: t(40),
-        })
+        .when(DeviceCommand::RotateKey { new_public_key: public_key(&key_b()), proof, at: t(40) })
         .then_expect_error(DeviceError::InvalidRotationProof);
 }
 
@@ -682,11 +537,7 @@ fn rotate_refuses_a_malformed_proof() {
     let der_like = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [0x30u8; 70]);
     for proof in [String::new(), unpadded, der_like, zeros, "!".repeat(88)] {
         given(active())
-            .when(DeviceCommand::RotateKey {
-                new_public_key: public_key(&key_b()),
-                proof,
-                at: t(40),
-            })
+            .when(DeviceCommand::RotateKey { new_public_key: public_key(&key_b()), proof, at: t(40) })
             .then_expect_error(DeviceError::MalformedRotationProof);
     }
     // base64url only differs from standard base64 when the text contains + or /.
@@ -703,18 +554,14 @@ fn rotate_refuses_a_malformed_proof() {
 
 #[test]
 fn rotating_to_the_current_key_is_refused() {
-    given(active())
-        .when(rotate(&key_a(), &key_a()))
-        .then_expect_error(DeviceError::KeyUnchanged);
+    given(active()).when(rotate(&key_a(), &key_a())).then_expect_error(DeviceError::KeyUnchanged);
 }
 
 #[test]
 fn rotating_back_to_a_retired_key_is_refused() {
     let mut history = active();
     history.push(rotated(&key_a(), &key_b()));
-    given(history)
-        .when(rotate(&key_a(), &key_b()))
-        .then_expect_error(DeviceError::KeyPreviouslyUsed);
+    given(history).when(rotate(&key_a(), &key_b())).then_expect_error(DeviceError::KeyPreviouslyUsed);
 }
 
 #[test]
@@ -722,13 +569,9 @@ fn a_replayed_rotation_proof_is_useless_after_the_rotation() {
     let mut history = active();
     history.push(rotated(&key_a(), &key_b()));
     // Same command again: the new key is now current.
-    given(history.clone())
-        .when(rotate(&key_b(), &key_a()))
-        .then_expect_error(DeviceError::KeyUnchanged);
+    given(history.clone()).when(rotate(&key_b(), &key_a())).then_expect_error(DeviceError::KeyUnchanged);
     // A proof by the retired key for yet another key.
-    given(history)
-        .when(rotate(&key_c(), &key_a()))
-        .then_expect_error(DeviceError::InvalidRotationProof);
+    given(history).when(rotate(&key_c(), &key_a())).then_expect_error(DeviceError::InvalidRotationProof);
 }
 
 #[test]
@@ -745,11 +588,7 @@ fn a_high_s_signature_from_webcrypto_is_accepted() {
     assert!(bool::from(high.s().is_high()));
     let proof = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, high.to_bytes());
     given(active())
-        .when(DeviceCommand::RotateKey {
-            new_public_key: public_key(&key_b()),
-            proof,
-            at: t(40),
-        })
+        .when(DeviceCommand::RotateKey { new_public_key: public_key(&key_b()), proof, at: t(40) })
         .then_expect_events(vec![rotated(&key_a(), &key_b())]);
 }
 
@@ -770,11 +609,7 @@ fn state_follows_the_history() {
     assert_eq!(d.status(), DeviceStatus::Suspended);
     assert_eq!(d.status_reason(), Some("lost laptop"));
 
-    history.push(DeviceEvent::DeviceReactivated {
-        by: admin(),
-        status: DeviceStatus::Active,
-        at: t(30),
-    });
+    history.push(DeviceEvent::DeviceReactivated { by: admin(), status: DeviceStatus::Active, at: t(30) });
     history.push(rotated(&key_a(), &key_b()));
     let device = state(history);
     let d = device.enrolled().unwrap();
@@ -806,32 +641,16 @@ fn state_survives_a_snapshot_round_trip() {
 fn one_of_each_event() -> Vec<DeviceEvent> {
     vec![
         enrolled(InitialStatus::Pending),
-        DeviceEvent::DeviceApproved {
-            by: admin(),
-            at: t(1),
-        },
-        DeviceEvent::DeviceSuspended {
-            by: admin(),
-            reason: "r".into(),
-            at: t(2),
-        },
+        DeviceEvent::DeviceApproved { by: admin(), at: t(1) },
+        DeviceEvent::DeviceSuspended { by: admin(), reason: "r".into(), at: t(2) },
         DeviceEvent::DeviceReactivated {
             by: crate::metadata::Actor::system("cli"),
             status: DeviceStatus::Active,
             at: t(3),
         },
-        DeviceEvent::DeviceRenamed {
-            by: admin(),
-            previous_label: "a".into(),
-            label: "b".into(),
-            at: t(4),
-        },
+        DeviceEvent::DeviceRenamed { by: admin(), previous_label: "a".into(), label: "b".into(), at: t(4) },
         rotated(&key_a(), &key_b()),
-        DeviceEvent::DeviceRevoked {
-            by: admin(),
-            reason: "r".into(),
-            at: t(5),
-        },
+        DeviceEvent::DeviceRevoked { by: admin(), reason: "r".into(), at: t(5) },
     ]
 }
 
@@ -861,10 +680,7 @@ fn error_codes_are_distinct_and_snake_case() {
         DeviceError::AlreadyEnrolled,
         DeviceError::Revoked,
         invalid(DeviceAction::Approve, DeviceStatus::Active),
-        DeviceError::KeyIdMismatch(
-            key.check_key_id(&KeyId::parse(&"0".repeat(32)).unwrap())
-                .unwrap_err(),
-        ),
+        DeviceError::KeyIdMismatch(key.check_key_id(&KeyId::parse(&"0".repeat(32)).unwrap()).unwrap_err()),
         DeviceError::InvalidLabel(TextError::Empty),
         DeviceError::LabelUnchanged("a".into()),
         DeviceError::InvalidFingerprint(TextError::Empty),
@@ -882,8 +698,5 @@ fn error_codes_are_distinct_and_snake_case() {
         invalid(DeviceAction::RotateKey, DeviceStatus::Pending).to_string(),
         "Cannot rotate the key of a device that is pending."
     );
-    assert_eq!(
-        DeviceError::InvalidLabel(TextError::Empty).to_string(),
-        "The label must not be empty."
-    );
+    assert_eq!(DeviceError::InvalidLabel(TextError::Empty).to_string(), "The label must not be empty.");
 }
