@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::protocol::{
-    Algorithm, BodySha256, CanonicalFields, CanonicalRequest, FieldError, FreshnessWindow, KeyId,
-    KgHeader, Nonce, ProjectKey, PublicKeySpki, ReceivedRequest, Rejection, RequestToSign,
-    SignatureP1363, SignedHeaders, Timestamp, sign, verify_signature,
+    Algorithm, BodySha256, CanonicalFields, CanonicalRequest, FieldError, FreshnessWindow, KeyId, KgHeader,
+    Nonce, ProjectKey, PublicKeySpki, ReceivedRequest, Rejection, RequestToSign, SignatureP1363,
+    SignedHeaders, Timestamp, sign, verify_signature,
 };
 use p256::ecdsa::{DerSignature, Signature, SigningKey};
 use p256::pkcs8::DecodePrivateKey as _;
@@ -61,9 +61,7 @@ impl Vector {
 
     fn with_header(&self, name: &str, value: &str) -> Result<SignedHeaders, Rejection> {
         SignedHeaders::parse_pairs(
-            self.headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), if k == name { value } else { v.as_str() })),
+            self.headers.iter().map(|(k, v)| (k.as_str(), if k == name { value } else { v.as_str() })),
         )
     }
 
@@ -73,9 +71,7 @@ impl Vector {
 
     fn signing_key(&self) -> SigningKey {
         use base64::Engine as _;
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(&self.pkcs8_base64)
-            .unwrap();
+        let der = base64::engine::general_purpose::STANDARD.decode(&self.pkcs8_base64).unwrap();
         SigningKey::from_pkcs8_der(&der).unwrap()
     }
 }
@@ -86,13 +82,9 @@ fn both_vectors_verify() {
     assert_eq!(vectors.len(), 2);
     for v in &vectors {
         // Through `parse` with a case-folding lookup, as the server will call it.
-        let map: HashMap<String, &str> = v
-            .headers
-            .iter()
-            .map(|(k, val)| (k.to_ascii_lowercase(), val.as_str()))
-            .collect();
-        let headers =
-            SignedHeaders::parse(|name| map.get(&name.to_ascii_lowercase()).copied()).unwrap();
+        let map: HashMap<String, &str> =
+            v.headers.iter().map(|(k, val)| (k.to_ascii_lowercase(), val.as_str())).collect();
+        let headers = SignedHeaders::parse(|name| map.get(&name.to_ascii_lowercase()).copied()).unwrap();
         assert_eq!(Ok(&headers), v.parse().as_ref());
 
         let canonical = CanonicalRequest::new(&headers, &v.method, &v.path_and_query).unwrap();
@@ -107,48 +99,28 @@ fn both_vectors_verify() {
         let public = PublicKeySpki::parse(&v.public_key).unwrap();
         assert_eq!(public.key_id().as_str(), v.enrolled_key_id);
         assert_eq!(public.check_key_id(headers.key_id()), Ok(()));
-        assert_eq!(
-            PublicKeySpki::from_verifying_key(v.signing_key().verifying_key()),
-            public
-        );
+        assert_eq!(PublicKeySpki::from_verifying_key(v.signing_key().verifying_key()), public);
 
         let key = public.verifying_key();
-        assert_eq!(
-            verify_signature(&key, &canonical, headers.signature()),
-            Ok(())
-        );
+        assert_eq!(verify_signature(&key, &canonical, headers.signature()), Ok(()));
         let at_signing_time = headers.timestamp().datetime();
-        let request = ReceivedRequest {
-            method: &v.method,
-            path_and_query: &v.path_and_query,
-            body: v.body.as_bytes(),
-        };
-        assert_eq!(
-            headers.verify(&request, &key, at_signing_time, FreshnessWindow::default()),
-            Ok(())
-        );
+        let request =
+            ReceivedRequest { method: &v.method, path_and_query: &v.path_and_query, body: v.body.as_bytes() };
+        assert_eq!(headers.verify(&request, &key, at_signing_time, FreshnessWindow::default()), Ok(()));
 
         // The DER form of the same signature is refused at parse time with its own reason...
         assert_eq!(
             v.with_header("x-keyguard-signature", &v.signature_der),
             Err(Rejection::SignatureNotP1363)
         );
-        assert_eq!(
-            SignatureP1363::parse(&v.signature_der),
-            Err(FieldError::DerSignature)
-        );
+        assert_eq!(SignatureP1363::parse(&v.signature_der), Err(FieldError::DerSignature));
         // ...and really is the same (r, s), so the vectors agree with themselves.
         let der = {
             use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(&v.signature_der)
-                .unwrap()
+            base64::engine::general_purpose::STANDARD.decode(&v.signature_der).unwrap()
         };
         let from_der = Signature::from_der(&der).unwrap();
-        assert_eq!(
-            from_der.to_bytes().as_slice(),
-            headers.signature().as_bytes().as_slice()
-        );
+        assert_eq!(from_der.to_bytes().as_slice(), headers.signature().as_bytes().as_slice());
         assert!(DerSignature::from_bytes(&der).is_ok());
     }
 }
@@ -171,19 +143,13 @@ fn our_signer_reproduces_the_vectors_canonical_strings() {
         )
         .unwrap();
         let sdk = v.parse().unwrap();
-        for h in KgHeader::ALL
-            .into_iter()
-            .filter(|h| *h != KgHeader::Signature)
-        {
+        for h in KgHeader::ALL.into_iter().filter(|h| *h != KgHeader::Signature) {
             assert_eq!(headers.value(h), sdk.value(h), "{h}");
         }
         let canonical = CanonicalRequest::new(&headers, &v.method, &v.path_and_query).unwrap();
         assert_eq!(canonical.render(), v.canonical);
         let public = PublicKeySpki::parse(&v.public_key).unwrap();
-        assert_eq!(
-            verify_signature(&public.verifying_key(), &canonical, headers.signature()),
-            Ok(())
-        );
+        assert_eq!(verify_signature(&public.verifying_key(), &canonical, headers.signature()), Ok(()));
     }
 }
 
@@ -210,16 +176,10 @@ fn malformed_headers_are_refused_with_precise_reasons() {
             Rejection::MalformedBodySha256(FieldError::Base64UrlAlphabet),
         ),
         // missing padding
-        (
-            "x-keyguard-nonce",
-            "uSJMZOs90jwFgN8s5Ne18A".into(),
-            Rejection::MalformedNonce(wrong_len(24, 22)),
-        ),
+        ("x-keyguard-nonce", "uSJMZOs90jwFgN8s5Ne18A".into(), Rejection::MalformedNonce(wrong_len(24, 22))),
         (
             "x-keyguard-signature",
-            v.header("x-keyguard-signature")
-                .trim_end_matches('=')
-                .into(),
+            v.header("x-keyguard-signature").trim_end_matches('=').into(),
             Rejection::MalformedSignature(wrong_len(88, 86)),
         ),
         // padding moved inside
@@ -284,18 +244,10 @@ fn malformed_headers_are_refused_with_precise_reasons() {
             Rejection::UnsupportedAlgorithm(FieldError::UnsupportedAlgorithm),
         ),
         // DER instead of P1363
-        (
-            "x-keyguard-signature",
-            v.signature_der.clone(),
-            Rejection::SignatureNotP1363,
-        ),
+        ("x-keyguard-signature", v.signature_der.clone(), Rejection::SignatureNotP1363),
     ];
     for (name, value, expected) in cases {
-        assert_eq!(
-            v.with_header(name, &value),
-            Err(expected.clone()),
-            "{name}: {value:?}"
-        );
+        assert_eq!(v.with_header(name, &value), Err(expected.clone()), "{name}: {value:?}");
         assert!(!expected.to_string().is_empty());
     }
 }
@@ -304,20 +256,14 @@ fn malformed_headers_are_refused_with_precise_reasons() {
 fn missing_and_mixed_case_headers() {
     let v = &vectors()[0];
     for header in KgHeader::ALL {
-        let rest = v
-            .headers
-            .iter()
-            .filter(|(k, _)| k != header.name())
-            .map(|(k, val)| (k.as_str(), val.as_str()));
+        let rest =
+            v.headers.iter().filter(|(k, _)| k != header.name()).map(|(k, val)| (k.as_str(), val.as_str()));
         let got = SignedHeaders::parse_pairs(rest).unwrap_err();
         assert_eq!(got, Rejection::MissingHeader { header });
         assert_eq!(got.code(), "missing_header");
     }
-    let mixed: Vec<(String, &str)> = v
-        .headers
-        .iter()
-        .map(|(k, val)| (k.replace("x-keyguard", "X-KeyGuard"), val.as_str()))
-        .collect();
+    let mixed: Vec<(String, &str)> =
+        v.headers.iter().map(|(k, val)| (k.replace("x-keyguard", "X-KeyGuard"), val.as_str())).collect();
     let parsed = SignedHeaders::parse_pairs(mixed.iter().map(|(k, val)| (k.as_str(), *val)));
     assert_eq!(parsed, v.parse());
 }
@@ -331,10 +277,8 @@ fn signing_key() -> impl Strategy<Value = SigningKey> {
 
 fn method() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec![
-            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"
-        ])
-        .prop_map(str::to_owned),
+        prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])
+            .prop_map(str::to_owned),
         "[A-Za-z][A-Za-z0-9!#$%&'*+.^_`~-]{0,15}",
     ]
 }
@@ -350,9 +294,8 @@ fn project_key() -> impl Strategy<Value = ProjectKey> {
 
 fn timestamp() -> impl Strategy<Value = Timestamp> {
     // 0000-01-01 to 9999-12-31, in milliseconds since the Unix epoch.
-    (-62_167_219_200_000i64..253_402_300_800_000).prop_map(|ms| {
-        Timestamp::from_datetime(DateTime::<Utc>::from_timestamp_millis(ms).unwrap()).unwrap()
-    })
+    (-62_167_219_200_000i64..253_402_300_800_000)
+        .prop_map(|ms| Timestamp::from_datetime(DateTime::<Utc>::from_timestamp_millis(ms).unwrap()).unwrap())
 }
 
 fn other_key_id(k: &KeyId) -> KeyId {

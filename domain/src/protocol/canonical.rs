@@ -53,11 +53,7 @@ pub struct CanonicalRequest<'a> {
 impl<'a> CanonicalRequest<'a> {
     /// For the verifier: the received headers plus the method and origin-form request target
     /// exactly as the server received them (including the public `/api/v1` prefix and query).
-    pub fn new(
-        headers: &'a SignedHeaders,
-        method: &str,
-        path_and_query: &'a str,
-    ) -> Result<Self, Rejection> {
+    pub fn new(headers: &'a SignedHeaders, method: &str, path_and_query: &'a str) -> Result<Self, Rejection> {
         Self::from_fields(headers.into(), method, path_and_query)
     }
 
@@ -70,8 +66,7 @@ impl<'a> CanonicalRequest<'a> {
         Ok(Self {
             fields,
             method: canonical_method(method).map_err(Rejection::MalformedMethod)?,
-            path_and_query: check_path_and_query(path_and_query)
-                .map_err(Rejection::MalformedPath)?,
+            path_and_query: check_path_and_query(path_and_query).map_err(Rejection::MalformedPath)?,
         })
     }
 
@@ -123,11 +118,7 @@ impl fmt::Debug for CanonicalRequest<'_> {
 /// Upper-cases an HTTP method token (RFC 9110 `tchar`s, minus the `|` that `tchar` allows).
 fn canonical_method(method: &str) -> Result<String, FieldError> {
     if !(1..=MAX_METHOD_LEN).contains(&method.len()) {
-        return Err(FieldError::LengthOutOfRange {
-            min: 1,
-            max: MAX_METHOD_LEN,
-            actual: method.len(),
-        });
+        return Err(FieldError::LengthOutOfRange { min: 1, max: MAX_METHOD_LEN, actual: method.len() });
     }
     check_visible_ascii(method)?;
     let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`~".contains(&b);
@@ -164,13 +155,11 @@ mod tests {
     impl Owned {
         fn vector() -> Self {
             Self {
-                project_key: ProjectKey::parse("kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345")
-                    .unwrap(),
+                project_key: ProjectKey::parse("kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345").unwrap(),
                 key_id: KeyId::parse("5f28758eb139cb43769d731f803d4d6c").unwrap(),
                 timestamp: Timestamp::parse("2025-01-15T10:30:00.000Z").unwrap(),
                 nonce: Nonce::parse("uSJMZOs90jwFgN8s5Ne18A==").unwrap(),
-                body_sha256: BodySha256::parse("5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b0=")
-                    .unwrap(),
+                body_sha256: BodySha256::parse("5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b0=").unwrap(),
             }
         }
 
@@ -189,12 +178,8 @@ mod tests {
     fn renders_the_vector_and_upper_cases_the_method() {
         let owned = Owned::vector();
         for method in ["POST", "post", "Post"] {
-            let c = CanonicalRequest::from_fields(
-                owned.fields(),
-                method,
-                "/api/v1/keyguard/verify-test",
-            )
-            .unwrap();
+            let c = CanonicalRequest::from_fields(owned.fields(), method, "/api/v1/keyguard/verify-test")
+                .unwrap();
             assert_eq!(c.render(), CANONICAL);
         }
     }
@@ -209,63 +194,32 @@ mod tests {
     #[test]
     fn refuses_methods_that_could_shift_fields() {
         let owned = Owned::vector();
-        let method = |m| {
-            CanonicalRequest::from_fields(owned.fields(), m, "/")
-                .map(|c| c.render())
-                .unwrap_err()
-        };
-        assert_eq!(
-            method("PO|ST"),
-            Rejection::MalformedMethod(FieldError::ContainsSeparator)
-        );
-        assert_eq!(
-            method("POST "),
-            Rejection::MalformedMethod(FieldError::ContainsWhitespaceOrControl)
-        );
-        assert_eq!(
-            method("GET\r\n"),
-            Rejection::MalformedMethod(FieldError::ContainsWhitespaceOrControl)
-        );
-        assert_eq!(
-            method("GE(T"),
-            Rejection::MalformedMethod(FieldError::NotAMethodToken)
-        );
-        assert_eq!(
-            method("PÖST"),
-            Rejection::MalformedMethod(FieldError::NotPrintableAscii)
-        );
+        let method =
+            |m| CanonicalRequest::from_fields(owned.fields(), m, "/").map(|c| c.render()).unwrap_err();
+        assert_eq!(method("PO|ST"), Rejection::MalformedMethod(FieldError::ContainsSeparator));
+        assert_eq!(method("POST "), Rejection::MalformedMethod(FieldError::ContainsWhitespaceOrControl));
+        assert_eq!(method("GET\r\n"), Rejection::MalformedMethod(FieldError::ContainsWhitespaceOrControl));
+        assert_eq!(method("GE(T"), Rejection::MalformedMethod(FieldError::NotAMethodToken));
+        assert_eq!(method("PÖST"), Rejection::MalformedMethod(FieldError::NotPrintableAscii));
         assert_eq!(
             method(""),
-            Rejection::MalformedMethod(FieldError::LengthOutOfRange {
-                min: 1,
-                max: 32,
-                actual: 0
-            })
+            Rejection::MalformedMethod(FieldError::LengthOutOfRange { min: 1, max: 32, actual: 0 })
         );
     }
 
     #[test]
     fn refuses_targets_that_are_not_origin_form() {
         let owned = Owned::vector();
-        let target = |p| {
-            CanonicalRequest::from_fields(owned.fields(), "GET", p)
-                .map(|c| c.render())
-                .unwrap_err()
-        };
+        let target =
+            |p| CanonicalRequest::from_fields(owned.fields(), "GET", p).map(|c| c.render()).unwrap_err();
         for (bad, reason) in [
             ("", FieldError::NotOriginForm),
             ("api/v1/proxy", FieldError::NotOriginForm),
             ("*", FieldError::NotOriginForm),
-            (
-                "https://api.openai.com/v1/chat/completions",
-                FieldError::NotOriginForm,
-            ),
+            ("https://api.openai.com/v1/chat/completions", FieldError::NotOriginForm),
             ("/api/v1/proxy#frag", FieldError::NotOriginForm),
             ("/api/v1/proxy?a=b|c", FieldError::ContainsSeparator),
-            (
-                "/api/v1/proxy?a=b c",
-                FieldError::ContainsWhitespaceOrControl,
-            ),
+            ("/api/v1/proxy?a=b c", FieldError::ContainsWhitespaceOrControl),
             ("/api/v1/proxy\n", FieldError::ContainsWhitespaceOrControl),
             ("/api/v1/prøxy", FieldError::NotPrintableAscii),
         ] {

@@ -78,18 +78,12 @@ impl Nonce {
 
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let bytes = strict_base64::decode_exact::<{ Self::BYTES }>(s)?;
-        Ok(Self {
-            text: s.to_owned(),
-            bytes,
-        })
+        Ok(Self { text: s.to_owned(), bytes })
     }
 
     /// For signers: wraps bytes the caller drew from a CSPRNG.
     pub fn from_bytes(bytes: [u8; Self::BYTES]) -> Self {
-        Self {
-            text: strict_base64::encode(&bytes),
-            bytes,
-        }
+        Self { text: strict_base64::encode(&bytes), bytes }
     }
 
     /// A fresh nonce from the operating system's CSPRNG.
@@ -136,19 +130,13 @@ impl BodySha256 {
 
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         let digest = strict_base64::decode_exact::<{ Self::BYTES }>(s)?;
-        Ok(Self {
-            text: s.to_owned(),
-            digest,
-        })
+        Ok(Self { text: s.to_owned(), digest })
     }
 
     /// Hashes a body, for signers.
     pub fn of(body: &[u8]) -> Self {
         let digest: [u8; Self::BYTES] = Sha256::digest(body).into();
-        Self {
-            text: strict_base64::encode(&digest),
-            digest,
-        }
+        Self { text: strict_base64::encode(&digest), digest }
     }
 
     /// Whether `body` hashes to this value. Compares digests in constant time so that the
@@ -224,10 +212,7 @@ impl SignatureP1363 {
     /// refused with its own reason because it is the most likely integration mistake.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         match strict_base64::decode_exact::<{ Self::BYTES }>(s) {
-            Ok(bytes) => Ok(Self {
-                text: s.to_owned(),
-                bytes,
-            }),
+            Ok(bytes) => Ok(Self { text: s.to_owned(), bytes }),
             Err(FieldError::WrongLength { .. } | FieldError::WrongDecodedLength { .. })
                 if s.len() <= Self::DER_MAX_LEN && is_der_signature(s) =>
             {
@@ -238,10 +223,7 @@ impl SignatureP1363 {
     }
 
     pub(crate) fn from_bytes(bytes: [u8; Self::BYTES]) -> Self {
-        Self {
-            text: strict_base64::encode(&bytes),
-            bytes,
-        }
+        Self { text: strict_base64::encode(&bytes), bytes }
     }
 
     pub fn as_str(&self) -> &str {
@@ -270,7 +252,8 @@ mod tests {
     const VECTOR_API_KEY: &str = "kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345";
     const VECTOR_SIGNATURE: &str =
         "u2FOMvppkssedXks10+53VxpguncIhfVmyoi/7cQhKcwLyv6HCQ8Qrwj8vDiNauaTkxJ1dxFu8EF38cyKjpQGA==";
-    const VECTOR_SIGNATURE_DER: &str = "MEUCIQC7YU4y+mmSyx51eSzXT7ndXGmC6dwiF9WbKiL/txCEpwIgMC8r+hwkPEK8I/Lw4jWrmk5MSdXcRbvBBd/HMio6UBg=";
+    const VECTOR_SIGNATURE_DER: &str =
+        "MEUCIQC7YU4y+mmSyx51eSzXT7ndXGmC6dwiF9WbKiL/txCEpwIgMC8r+hwkPEK8I/Lw4jWrmk5MSdXcRbvBBd/HMio6UBg=";
 
     #[test]
     fn project_key_debug_redacts() {
@@ -290,19 +273,12 @@ mod tests {
 
     #[test]
     fn project_key_rejects_bad_input() {
-        let range = |actual| FieldError::LengthOutOfRange {
-            min: 16,
-            max: 256,
-            actual,
-        };
+        let range = |actual| FieldError::LengthOutOfRange { min: 16, max: 256, actual };
         assert_eq!(ProjectKey::parse(""), Err(range(0)));
         assert_eq!(ProjectKey::parse("kg_short"), Err(range(8)));
         assert_eq!(ProjectKey::parse(&"k".repeat(257)), Err(range(257)));
         assert!(ProjectKey::parse(&"k".repeat(256)).is_ok());
-        assert_eq!(
-            ProjectKey::parse("kg_1733668200000_abc|def"),
-            Err(FieldError::ContainsSeparator)
-        );
+        assert_eq!(ProjectKey::parse("kg_1733668200000_abc|def"), Err(FieldError::ContainsSeparator));
         assert_eq!(
             ProjectKey::parse("kg_1733668200000_abc def"),
             Err(FieldError::ContainsWhitespaceOrControl)
@@ -311,10 +287,7 @@ mod tests {
             ProjectKey::parse("kg_1733668200000_abc\tdef"),
             Err(FieldError::ContainsWhitespaceOrControl)
         );
-        assert_eq!(
-            ProjectKey::parse("kg_1733668200000_abcdéf"),
-            Err(FieldError::NotPrintableAscii)
-        );
+        assert_eq!(ProjectKey::parse("kg_1733668200000_abcdéf"), Err(FieldError::NotPrintableAscii));
     }
 
     #[test]
@@ -325,27 +298,15 @@ mod tests {
         // The hex nonces of the original demo page and the script's `nonce_<ms>_<b36>` form.
         assert!(matches!(
             Nonce::parse("0123456789abcdef0123456789abcdef"),
-            Err(FieldError::WrongLength {
-                expected: 24,
-                actual: 32
-            })
+            Err(FieldError::WrongLength { expected: 24, actual: 32 })
         ));
         assert!(Nonce::parse("nonce_1736937000000_k3j4").is_err());
         assert_eq!(
             Nonce::parse("uSJMZOs90jwFgN8s5Ne18A"),
-            Err(FieldError::WrongLength {
-                expected: 24,
-                actual: 22
-            })
+            Err(FieldError::WrongLength { expected: 24, actual: 22 })
         );
-        assert_eq!(
-            Nonce::parse("uSJMZOs90jwFgN8s5Ne18A= "),
-            Err(FieldError::ContainsWhitespaceOrControl)
-        );
-        assert_eq!(
-            Nonce::parse("uSJMZOs90jwFgN8s5Ne18B=="),
-            Err(FieldError::NonCanonicalBase64)
-        );
+        assert_eq!(Nonce::parse("uSJMZOs90jwFgN8s5Ne18A= "), Err(FieldError::ContainsWhitespaceOrControl));
+        assert_eq!(Nonce::parse("uSJMZOs90jwFgN8s5Ne18B=="), Err(FieldError::NonCanonicalBase64));
         assert!(Nonce::generate().is_ok());
     }
 
@@ -356,24 +317,14 @@ mod tests {
         assert!(empty.matches(b""));
         assert!(!empty.matches(b" "));
         let vector = BodySha256::parse("5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b0=").unwrap();
-        assert!(
-            vector.matches(
-                br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#
-            )
-        );
+        assert!(vector.matches(br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#));
     }
 
     #[test]
     fn body_hash_rejects_hex_and_url_alphabet() {
         // The original `sign-request.js` sent hex.
         let hex = hex::encode(Sha256::digest(b""));
-        assert_eq!(
-            BodySha256::parse(&hex),
-            Err(FieldError::WrongLength {
-                expected: 44,
-                actual: 64
-            })
-        );
+        assert_eq!(BodySha256::parse(&hex), Err(FieldError::WrongLength { expected: 44, actual: 64 }));
         assert_eq!(
             BodySha256::parse("47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU="),
             Err(FieldError::Base64UrlAlphabet)
@@ -384,10 +335,7 @@ mod tests {
         );
         assert_eq!(
             BodySha256::parse("47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU"),
-            Err(FieldError::WrongLength {
-                expected: 44,
-                actual: 43
-            })
+            Err(FieldError::WrongLength { expected: 44, actual: 43 })
         );
         assert_eq!(
             BodySha256::parse("47DEQpj8HBSa+/TImW+5JCeu|eRkm5NMpJWZG3hSuFU="),
@@ -397,70 +345,36 @@ mod tests {
 
     #[test]
     fn algorithm_is_the_exact_constant() {
-        assert_eq!(
-            Algorithm::parse("ECDSA_P256_SHA256_P1363"),
-            Ok(Algorithm::EcdsaP256Sha256P1363)
-        );
-        for wrong in [
-            "ecdsa_p256_sha256_p1363",
-            "ECDSA_P256_SHA256",
-            "ES256",
-            "ECDSA_P256_SHA256_DER",
-            "",
-        ] {
-            assert_eq!(
-                Algorithm::parse(wrong),
-                Err(FieldError::UnsupportedAlgorithm),
-                "{wrong}"
-            );
+        assert_eq!(Algorithm::parse("ECDSA_P256_SHA256_P1363"), Ok(Algorithm::EcdsaP256Sha256P1363));
+        for wrong in ["ecdsa_p256_sha256_p1363", "ECDSA_P256_SHA256", "ES256", "ECDSA_P256_SHA256_DER", ""] {
+            assert_eq!(Algorithm::parse(wrong), Err(FieldError::UnsupportedAlgorithm), "{wrong}");
         }
         assert_eq!(
             Algorithm::parse("ECDSA_P256_SHA256_P1363 "),
             Err(FieldError::ContainsWhitespaceOrControl)
         );
-        assert_eq!(
-            Algorithm::parse("ECDSA_P256_SHA256_P1363|"),
-            Err(FieldError::ContainsSeparator)
-        );
+        assert_eq!(Algorithm::parse("ECDSA_P256_SHA256_P1363|"), Err(FieldError::ContainsSeparator));
     }
 
     #[test]
     fn signature_must_be_p1363() {
         assert!(SignatureP1363::parse(VECTOR_SIGNATURE).is_ok());
-        assert_eq!(
-            SignatureP1363::parse(VECTOR_SIGNATURE_DER),
-            Err(FieldError::DerSignature)
-        );
+        assert_eq!(SignatureP1363::parse(VECTOR_SIGNATURE_DER), Err(FieldError::DerSignature));
         // A truncated DER prefix is just the wrong length, not a DER signature.
         assert_eq!(
             SignatureP1363::parse("MEUCIQC7YU4y"),
-            Err(FieldError::WrongLength {
-                expected: 88,
-                actual: 12
-            })
+            Err(FieldError::WrongLength { expected: 88, actual: 12 })
         );
         let url = VECTOR_SIGNATURE.replace('/', "_").replace('+', "-");
-        assert_eq!(
-            SignatureP1363::parse(&url),
-            Err(FieldError::Base64UrlAlphabet)
-        );
+        assert_eq!(SignatureP1363::parse(&url), Err(FieldError::Base64UrlAlphabet));
         let unpadded = VECTOR_SIGNATURE.trim_end_matches('=');
-        assert!(matches!(
-            SignatureP1363::parse(unpadded),
-            Err(FieldError::WrongLength { .. })
-        ));
+        assert!(matches!(SignatureP1363::parse(unpadded), Err(FieldError::WrongLength { .. })));
         let mut non_canonical = VECTOR_SIGNATURE.to_owned();
         non_canonical.replace_range(85..86, "B");
-        assert_eq!(
-            SignatureP1363::parse(&non_canonical),
-            Err(FieldError::NonCanonicalBase64)
-        );
+        assert_eq!(SignatureP1363::parse(&non_canonical), Err(FieldError::NonCanonicalBase64));
         let mut piped = VECTOR_SIGNATURE.to_owned();
         piped.replace_range(10..11, "|");
-        assert_eq!(
-            SignatureP1363::parse(&piped),
-            Err(FieldError::ContainsSeparator)
-        );
+        assert_eq!(SignatureP1363::parse(&piped), Err(FieldError::ContainsSeparator));
         assert_eq!(
             SignatureP1363::parse(&format!(" {}", &VECTOR_SIGNATURE[1..])),
             Err(FieldError::ContainsWhitespaceOrControl)

@@ -50,9 +50,7 @@ impl KgHeader {
 
     /// Matches a header name case-insensitively, as HTTP requires.
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|h| h.name().eq_ignore_ascii_case(name))
+        Self::ALL.into_iter().find(|h| h.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -96,9 +94,7 @@ impl SignedHeaders {
     /// Parses from raw `(name, value)` pairs, matching names case-insensitively, ignoring other
     /// headers and refusing a kg-v1 header that appears twice (which value was signed would be
     /// ambiguous).
-    pub fn parse_pairs<'v>(
-        pairs: impl IntoIterator<Item = (&'v str, &'v str)>,
-    ) -> Result<Self, Rejection> {
+    pub fn parse_pairs<'v>(pairs: impl IntoIterator<Item = (&'v str, &'v str)>) -> Result<Self, Rejection> {
         let mut found: [Option<&str>; 7] = [None; 7];
         for (name, value) in pairs {
             if let Some(header) = KgHeader::from_name(name) {
@@ -116,17 +112,13 @@ impl SignedHeaders {
         let at = |header: KgHeader| v[header as usize];
         let field = |header| move |e| Rejection::malformed(header, e);
         Ok(Self {
-            project_key: ProjectKey::parse(at(KgHeader::ApiKey))
-                .map_err(field(KgHeader::ApiKey))?,
+            project_key: ProjectKey::parse(at(KgHeader::ApiKey)).map_err(field(KgHeader::ApiKey))?,
             key_id: parse_key_id(at(KgHeader::KeyId)).map_err(field(KgHeader::KeyId))?,
-            timestamp: Timestamp::parse(at(KgHeader::Timestamp))
-                .map_err(field(KgHeader::Timestamp))?,
+            timestamp: Timestamp::parse(at(KgHeader::Timestamp)).map_err(field(KgHeader::Timestamp))?,
             nonce: Nonce::parse(at(KgHeader::Nonce)).map_err(field(KgHeader::Nonce))?,
-            body_sha256: BodySha256::parse(at(KgHeader::BodySha256))
-                .map_err(field(KgHeader::BodySha256))?,
+            body_sha256: BodySha256::parse(at(KgHeader::BodySha256)).map_err(field(KgHeader::BodySha256))?,
             algorithm: Algorithm::parse(at(KgHeader::Alg)).map_err(field(KgHeader::Alg))?,
-            signature: SignatureP1363::parse(at(KgHeader::Signature))
-                .map_err(field(KgHeader::Signature))?,
+            signature: SignatureP1363::parse(at(KgHeader::Signature)).map_err(field(KgHeader::Signature))?,
         })
     }
 
@@ -194,10 +186,7 @@ impl fmt::Debug for SignedHeaders {
 /// [`KeyId::parse`] with the precise reason, for the audit trail.
 fn parse_key_id(s: &str) -> Result<KeyId, FieldError> {
     if s.len() != KeyId::LEN {
-        return Err(FieldError::WrongLength {
-            expected: KeyId::LEN,
-            actual: s.len(),
-        });
+        return Err(FieldError::WrongLength { expected: KeyId::LEN, actual: s.len() });
     }
     check_visible_ascii(s)?;
     KeyId::parse(s).map_err(|_| FieldError::NotLowercaseHex)
@@ -211,17 +200,11 @@ mod tests {
 
     fn vector() -> Vec<(&'static str, &'static str)> {
         vec![
-            (
-                "x-keyguard-api-key",
-                "kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345",
-            ),
+            ("x-keyguard-api-key", "kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345"),
             ("x-keyguard-key-id", "5f28758eb139cb43769d731f803d4d6c"),
             ("x-keyguard-timestamp", "2025-01-15T10:30:00.000Z"),
             ("x-keyguard-nonce", "uSJMZOs90jwFgN8s5Ne18A=="),
-            (
-                "x-keyguard-body-sha256",
-                "5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b0=",
-            ),
+            ("x-keyguard-body-sha256", "5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b0="),
             ("x-keyguard-alg", "ECDSA_P256_SHA256_P1363"),
             (
                 "x-keyguard-signature",
@@ -231,10 +214,7 @@ mod tests {
     }
 
     fn with(name: &str, value: &'static str) -> Vec<(&'static str, &'static str)> {
-        vector()
-            .into_iter()
-            .map(|(n, v)| (n, if n == name { value } else { v }))
-            .collect()
+        vector().into_iter().map(|(n, v)| (n, if n == name { value } else { v })).collect()
     }
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SignedHeaders, Rejection> {
@@ -264,16 +244,10 @@ mod tests {
             })
             .collect();
         let pairs = shouted.iter().map(|(n, v)| (n.as_str(), *v));
-        assert_eq!(
-            SignedHeaders::parse_pairs(pairs).unwrap(),
-            parse(&vector()).unwrap()
-        );
+        assert_eq!(SignedHeaders::parse_pairs(pairs).unwrap(), parse(&vector()).unwrap());
 
         // Through `parse`, with a lookup that folds case like an HTTP header map.
-        let map: HashMap<String, &str> = shouted
-            .iter()
-            .map(|(n, v)| (n.to_ascii_lowercase(), *v))
-            .collect();
+        let map: HashMap<String, &str> = shouted.iter().map(|(n, v)| (n.to_ascii_lowercase(), *v)).collect();
         let headers = SignedHeaders::parse(|name| map.get(&name.to_ascii_lowercase()).copied());
         assert_eq!(headers.unwrap(), parse(&vector()).unwrap());
     }
@@ -281,42 +255,24 @@ mod tests {
     #[test]
     fn every_missing_header_is_named() {
         for header in KgHeader::ALL {
-            let pairs: Vec<_> = vector()
-                .into_iter()
-                .filter(|(n, _)| *n != header.name())
-                .collect();
+            let pairs: Vec<_> = vector().into_iter().filter(|(n, _)| *n != header.name()).collect();
             assert_eq!(parse(&pairs), Err(Rejection::MissingHeader { header }));
         }
-        assert_eq!(
-            parse(&[]),
-            Err(Rejection::MissingHeader {
-                header: KgHeader::ApiKey
-            })
-        );
+        assert_eq!(parse(&[]), Err(Rejection::MissingHeader { header: KgHeader::ApiKey }));
     }
 
     #[test]
     fn missing_is_reported_before_malformed() {
         let mut pairs = with("x-keyguard-api-key", "short");
         pairs.retain(|(n, _)| *n != "x-keyguard-signature");
-        assert_eq!(
-            parse(&pairs),
-            Err(Rejection::MissingHeader {
-                header: KgHeader::Signature
-            })
-        );
+        assert_eq!(parse(&pairs), Err(Rejection::MissingHeader { header: KgHeader::Signature }));
     }
 
     #[test]
     fn duplicate_headers_are_refused() {
         let mut pairs = vector();
         pairs.push(("X-Keyguard-Nonce", "5IN7DidEPTd2Ek3pqjlaAg=="));
-        assert_eq!(
-            parse(&pairs),
-            Err(Rejection::DuplicateHeader {
-                header: KgHeader::Nonce
-            })
-        );
+        assert_eq!(parse(&pairs), Err(Rejection::DuplicateHeader { header: KgHeader::Nonce }));
     }
 
     #[test]
@@ -330,47 +286,19 @@ mod tests {
     #[test]
     fn each_malformed_header_has_its_own_code() {
         let cases = [
-            (
-                "x-keyguard-api-key",
-                "kg|1733668200000_abcdef",
-                "malformed_project_key",
-            ),
-            (
-                "x-keyguard-key-id",
-                "5F28758EB139CB43769D731F803D4D6C",
-                "malformed_key_id",
-            ),
-            (
-                "x-keyguard-key-id",
-                "kg_key_test_abc123",
-                "malformed_key_id",
-            ),
-            (
-                "x-keyguard-timestamp",
-                "2025-01-15T10:30:00Z",
-                "malformed_timestamp",
-            ),
-            (
-                "x-keyguard-nonce",
-                "uSJMZOs90jwFgN8s5Ne18A",
-                "malformed_nonce",
-            ),
-            (
-                "x-keyguard-body-sha256",
-                "e3b0c44298fc1c149afbf4c8996fb924",
-                "malformed_body_sha256",
-            ),
+            ("x-keyguard-api-key", "kg|1733668200000_abcdef", "malformed_project_key"),
+            ("x-keyguard-key-id", "5F28758EB139CB43769D731F803D4D6C", "malformed_key_id"),
+            ("x-keyguard-key-id", "kg_key_test_abc123", "malformed_key_id"),
+            ("x-keyguard-timestamp", "2025-01-15T10:30:00Z", "malformed_timestamp"),
+            ("x-keyguard-nonce", "uSJMZOs90jwFgN8s5Ne18A", "malformed_nonce"),
+            ("x-keyguard-body-sha256", "e3b0c44298fc1c149afbf4c8996fb924", "malformed_body_sha256"),
             ("x-keyguard-alg", "ES256", "unsupported_algorithm"),
             (
                 "x-keyguard-signature",
                 "MEUCIQC7YU4y+mmSyx51eSzXT7ndXGmC6dwiF9WbKiL/txCEpwIgMC8r+hwkPEK8I/Lw4jWrmk5MSdXcRbvBBd/HMio6UBg=",
                 "signature_not_p1363",
             ),
-            (
-                "x-keyguard-signature",
-                "c2lnbmF0dXJl",
-                "malformed_signature",
-            ),
+            ("x-keyguard-signature", "c2lnbmF0dXJl", "malformed_signature"),
         ];
         for (name, value, code) in cases {
             let got = parse(&with(name, value)).unwrap_err();
@@ -381,27 +309,15 @@ mod tests {
     #[test]
     fn key_id_reasons_are_precise() {
         assert_eq!(
-            parse(&with(
-                "x-keyguard-key-id",
-                "5f28758eb139cb43769d731f803d4d6"
-            )),
-            Err(Rejection::MalformedKeyId(FieldError::WrongLength {
-                expected: 32,
-                actual: 31
-            }))
+            parse(&with("x-keyguard-key-id", "5f28758eb139cb43769d731f803d4d6")),
+            Err(Rejection::MalformedKeyId(FieldError::WrongLength { expected: 32, actual: 31 }))
         );
         assert_eq!(
-            parse(&with(
-                "x-keyguard-key-id",
-                "5f28758eb139cb43|69d731f803d4d6c"
-            )),
+            parse(&with("x-keyguard-key-id", "5f28758eb139cb43|69d731f803d4d6c")),
             Err(Rejection::MalformedKeyId(FieldError::ContainsSeparator))
         );
         assert_eq!(
-            parse(&with(
-                "x-keyguard-key-id",
-                "5F28758EB139CB43769D731F803D4D6C"
-            )),
+            parse(&with("x-keyguard-key-id", "5F28758EB139CB43769D731F803D4D6C")),
             Err(Rejection::MalformedKeyId(FieldError::NotLowercaseHex))
         );
     }
@@ -409,17 +325,11 @@ mod tests {
     #[test]
     fn a_separator_in_any_header_is_refused() {
         let cases = [
-            (
-                "x-keyguard-api-key",
-                "kg_1733668200000_abc|defghijklmnopqrstuvwxyz012345",
-            ),
+            ("x-keyguard-api-key", "kg_1733668200000_abc|defghijklmnopqrstuvwxyz012345"),
             ("x-keyguard-key-id", "5f28758eb139cb43769d731f803d4d6|"),
             ("x-keyguard-timestamp", "2025-01-15T10:30:00.000|"),
             ("x-keyguard-nonce", "uSJMZOs90jwFgN8s5Ne18A|="),
-            (
-                "x-keyguard-body-sha256",
-                "5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b|=",
-            ),
+            ("x-keyguard-body-sha256", "5lnwzKt2E+WXIAThT3imAXt09j8YY8CkBFzwfeyk+b|="),
             ("x-keyguard-alg", "ECDSA_P256_SHA256_P1363|"),
             (
                 "x-keyguard-signature",

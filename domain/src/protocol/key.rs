@@ -15,8 +15,8 @@ pub const SPKI_P256_PREFIX: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE";
 /// The DER of a P-256 SubjectPublicKeyInfo up to the uncompressed point: SEQUENCE, the
 /// id-ecPublicKey and prime256v1 OIDs, and the BIT STRING header.
 const SPKI_P256_DER_HEADER: [u8; 26] = [
-    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
-    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a, 0x86,
+    0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
 
 /// Length of the base64 text of a P-256 SPKI with an uncompressed point (91 DER bytes).
@@ -105,9 +105,7 @@ impl PublicKeySpki {
         if s.len() != SPKI_P256_BASE64_LEN || !s.starts_with(SPKI_P256_PREFIX) {
             return Err(KeyError::MalformedPublicKey);
         }
-        let der = STANDARD
-            .decode(s)
-            .map_err(|_| KeyError::MalformedPublicKey)?;
+        let der = STANDARD.decode(s).map_err(|_| KeyError::MalformedPublicKey)?;
         VerifyingKey::from_public_key_der(&der).map_err(|_| KeyError::NotP256)?;
         Ok(Self(s.to_owned()))
     }
@@ -123,10 +121,7 @@ impl PublicKeySpki {
         if &derived == claimed {
             Ok(())
         } else {
-            Err(KeyError::KeyIdMismatch {
-                claimed: claimed.clone(),
-                derived,
-            })
+            Err(KeyError::KeyIdMismatch { claimed: claimed.clone(), derived })
         }
     }
 
@@ -184,28 +179,16 @@ mod tests {
     #[test]
     fn key_id_must_be_lowercase_hex_of_32() {
         assert!(KeyId::parse("5f28758eb139cb43769d731f803d4d6c").is_ok());
-        assert_eq!(
-            KeyId::parse("5F28758EB139CB43769D731F803D4D6C"),
-            Err(KeyError::MalformedKeyId)
-        );
-        assert_eq!(
-            KeyId::parse("5f28758eb139cb43769d731f803d4d6"),
-            Err(KeyError::MalformedKeyId)
-        );
-        assert_eq!(
-            KeyId::parse("kg_key_test_abc123"),
-            Err(KeyError::MalformedKeyId)
-        );
+        assert_eq!(KeyId::parse("5F28758EB139CB43769D731F803D4D6C"), Err(KeyError::MalformedKeyId));
+        assert_eq!(KeyId::parse("5f28758eb139cb43769d731f803d4d6"), Err(KeyError::MalformedKeyId));
+        assert_eq!(KeyId::parse("kg_key_test_abc123"), Err(KeyError::MalformedKeyId));
     }
 
     #[test]
     fn public_key_must_be_a_p256_spki() {
         // base64url instead of standard base64
         let url = VECTOR_PUBLIC_KEY.replace('+', "-").replace('/', "_");
-        assert_eq!(
-            PublicKeySpki::parse(&url),
-            Err(KeyError::MalformedPublicKey)
-        );
+        assert_eq!(PublicKeySpki::parse(&url), Err(KeyError::MalformedPublicKey));
         // right shape, but the point is not on the curve
         let mut off_curve = VECTOR_PUBLIC_KEY.to_owned();
         off_curve.replace_range(40..44, "AAAA");
@@ -223,9 +206,6 @@ mod tests {
     fn a_mismatched_key_id_is_refused() {
         let key = PublicKeySpki::parse(VECTOR_PUBLIC_KEY).unwrap();
         let other = KeyId::parse("87cbbab955ccd175ddabcef843200171").unwrap();
-        assert!(matches!(
-            key.check_key_id(&other),
-            Err(KeyError::KeyIdMismatch { .. })
-        ));
+        assert!(matches!(key.check_key_id(&other), Err(KeyError::KeyIdMismatch { .. })));
     }
 }

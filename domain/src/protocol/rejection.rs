@@ -13,11 +13,7 @@ pub enum FieldError {
     #[error("is {actual} characters long, expected exactly {expected}")]
     WrongLength { expected: usize, actual: usize },
     #[error("is {actual} characters long, expected {min} to {max}")]
-    LengthOutOfRange {
-        min: usize,
-        max: usize,
-        actual: usize,
-    },
+    LengthOutOfRange { min: usize, max: usize, actual: usize },
     #[error("contains the canonical separator '|'")]
     ContainsSeparator,
     #[error("contains whitespace or a control character")]
@@ -88,9 +84,7 @@ pub enum Rejection {
     UnknownDevice,
     #[error("the device is not active")]
     DeviceNotActive,
-    #[error(
-        "timestamp is {skew_ms} ms from server time (positive: in the past), outside the window"
-    )]
+    #[error("timestamp is {skew_ms} ms from server time (positive: in the past), outside the window")]
     TimestampOutsideWindow { skew_ms: i64 },
     #[error("the body does not hash to x-keyguard-body-sha256")]
     BodyHashMismatch,
@@ -153,12 +147,8 @@ mod tests {
     #[test]
     fn codes_are_unique_snake_case() {
         let all = [
-            Rejection::MissingHeader {
-                header: KgHeader::Nonce,
-            },
-            Rejection::DuplicateHeader {
-                header: KgHeader::Nonce,
-            },
+            Rejection::MissingHeader { header: KgHeader::Nonce },
+            Rejection::DuplicateHeader { header: KgHeader::Nonce },
             Rejection::MalformedProjectKey(FieldError::ContainsSeparator),
             Rejection::MalformedKeyId(FieldError::ContainsSeparator),
             Rejection::MalformedTimestamp(FieldError::ContainsSeparator),
@@ -181,10 +171,11 @@ mod tests {
             Rejection::IpNotAllowed,
         ];
         let mut codes: Vec<_> = all.iter().map(Rejection::code).collect();
-        assert!(codes.iter().all(|c| {
-            c.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        }));
+        assert!(
+            codes
+                .iter()
+                .all(|c| { c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') })
+        );
         codes.sort_unstable();
         codes.dedup();
         assert_eq!(codes.len(), all.len());
@@ -192,19 +183,13 @@ mod tests {
 
     #[test]
     fn messages_name_the_header_and_the_reason() {
-        let r = Rejection::MalformedNonce(FieldError::WrongLength {
-            expected: 24,
-            actual: 22,
-        });
+        let r = Rejection::MalformedNonce(FieldError::WrongLength { expected: 24, actual: 22 });
         assert_eq!(
             r.to_string(),
             "malformed x-keyguard-nonce: the value is 22 characters long, expected exactly 24"
         );
         assert_eq!(
-            Rejection::MissingHeader {
-                header: KgHeader::Alg
-            }
-            .to_string(),
+            Rejection::MissingHeader { header: KgHeader::Alg }.to_string(),
             "missing header x-keyguard-alg"
         );
     }

@@ -51,16 +51,11 @@ pub(crate) fn decode(s: &str) -> Result<Vec<u8>, FieldError> {
 pub(crate) fn decode_exact<const N: usize>(s: &str) -> Result<[u8; N], FieldError> {
     let expected = encoded_len(N);
     if s.len() != expected {
-        return Err(FieldError::WrongLength {
-            expected,
-            actual: s.len(),
-        });
+        return Err(FieldError::WrongLength { expected, actual: s.len() });
     }
     let bytes = decode(s)?;
-    <[u8; N]>::try_from(bytes.as_slice()).map_err(|_| FieldError::WrongDecodedLength {
-        expected: N,
-        actual: bytes.len(),
-    })
+    <[u8; N]>::try_from(bytes.as_slice())
+        .map_err(|_| FieldError::WrongDecodedLength { expected: N, actual: bytes.len() })
 }
 
 pub(crate) fn encode(bytes: &[u8]) -> String {
@@ -76,57 +71,33 @@ mod tests {
         assert_eq!(
             decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18A=="),
             Ok([
-                0xb9, 0x22, 0x4c, 0x64, 0xeb, 0x3d, 0xd2, 0x3c, 0x05, 0x80, 0xdf, 0x2c, 0xe4, 0xd7,
-                0xb5, 0xf0
+                0xb9, 0x22, 0x4c, 0x64, 0xeb, 0x3d, 0xd2, 0x3c, 0x05, 0x80, 0xdf, 0x2c, 0xe4, 0xd7, 0xb5,
+                0xf0
             ])
         );
         // 'B' leaves a set bit in the discarded tail of the last sextet.
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18B=="),
-            Err(FieldError::NonCanonicalBase64)
-        );
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18B=="), Err(FieldError::NonCanonicalBase64));
     }
 
     #[test]
     fn names_the_precise_defect() {
         assert_eq!(
             decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18A"),
-            Err(FieldError::WrongLength {
-                expected: 24,
-                actual: 22
-            })
+            Err(FieldError::WrongLength { expected: 24, actual: 22 })
         );
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwFgN8s5Ne1-A=="),
-            Err(FieldError::Base64UrlAlphabet)
-        );
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwFgN8s5Ne1-A=="), Err(FieldError::Base64UrlAlphabet));
         assert_eq!(
             decode_exact::<16>("uSJMZOs90jwF N8s5Ne18A=="),
             Err(FieldError::ContainsWhitespaceOrControl)
         );
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwF|N8s5Ne18A=="),
-            Err(FieldError::ContainsSeparator)
-        );
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwF*N8s5Ne18A=="),
-            Err(FieldError::InvalidBase64)
-        );
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18A=A"),
-            Err(FieldError::InvalidBase64)
-        );
-        assert_eq!(
-            decode_exact::<16>("uSJMZOs90jwFgN8s5Né8A=="),
-            Err(FieldError::NotPrintableAscii)
-        );
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwF|N8s5Ne18A=="), Err(FieldError::ContainsSeparator));
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwF*N8s5Ne18A=="), Err(FieldError::InvalidBase64));
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18A=A"), Err(FieldError::InvalidBase64));
+        assert_eq!(decode_exact::<16>("uSJMZOs90jwFgN8s5Né8A=="), Err(FieldError::NotPrintableAscii));
         // Right text length, wrong byte count: 24 characters with one '=' hold 17 bytes.
         assert_eq!(
             decode_exact::<16>("uSJMZOs90jwFgN8s5Ne18AA="),
-            Err(FieldError::WrongDecodedLength {
-                expected: 16,
-                actual: 17
-            })
+            Err(FieldError::WrongDecodedLength { expected: 16, actual: 17 })
         );
     }
 }

@@ -33,10 +33,7 @@ impl Timestamp {
     /// 0000–9999: 24 characters, milliseconds, a literal upper-case `T` and `Z`.
     pub fn parse(s: &str) -> Result<Self, FieldError> {
         if s.len() != Self::LEN {
-            return Err(FieldError::WrongLength {
-                expected: Self::LEN,
-                actual: s.len(),
-            });
+            return Err(FieldError::WrongLength { expected: Self::LEN, actual: s.len() });
         }
         check_visible_ascii(s)?;
         let b = s.as_bytes();
@@ -52,20 +49,13 @@ impl Timestamp {
             return Err(FieldError::TimestampLayout);
         }
         // Only ASCII digits remain in these ranges, so the sums cannot overflow.
-        let num = |from: usize, to: usize| {
-            b[from..to]
-                .iter()
-                .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'))
-        };
+        let num =
+            |from: usize, to: usize| b[from..to].iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
         let date = NaiveDate::from_ymd_opt(num(0, 4) as i32, num(5, 7), num(8, 10));
         // A seconds field of 60 is refused here: toISOString never emits a leap second.
-        let time =
-            NaiveTime::from_hms_milli_opt(num(11, 13), num(14, 16), num(17, 19), num(20, 23));
+        let time = NaiveTime::from_hms_milli_opt(num(11, 13), num(14, 16), num(17, 19), num(20, 23));
         match (date, time) {
-            (Some(date), Some(time)) => Ok(Self {
-                text: s.to_owned(),
-                at: date.and_time(time).and_utc(),
-            }),
+            (Some(date), Some(time)) => Ok(Self { text: s.to_owned(), at: date.and_time(time).and_utc() }),
             _ => Err(FieldError::TimestampOutOfRange),
         }
     }
@@ -100,18 +90,12 @@ impl Timestamp {
     }
 
     /// Server rule 4: `|now − timestamp| ≤ window`, symmetric, bounds included.
-    pub fn check_freshness(
-        &self,
-        now: DateTime<Utc>,
-        window: FreshnessWindow,
-    ) -> Result<(), Rejection> {
+    pub fn check_freshness(&self, now: DateTime<Utc>, window: FreshnessWindow) -> Result<(), Rejection> {
         let skew = now.signed_duration_since(self.at);
         if skew.abs() <= window.delta {
             Ok(())
         } else {
-            Err(Rejection::TimestampOutsideWindow {
-                skew_ms: skew.num_milliseconds(),
-            })
+            Err(Rejection::TimestampOutsideWindow { skew_ms: skew.num_milliseconds() })
         }
     }
 }
@@ -153,8 +137,7 @@ impl FreshnessWindow {
         if window > MAX_WINDOW {
             return Err(WindowError::AboveMax { requested: window });
         }
-        let delta =
-            TimeDelta::from_std(window).map_err(|_| WindowError::AboveMax { requested: window })?;
+        let delta = TimeDelta::from_std(window).map_err(|_| WindowError::AboveMax { requested: window })?;
         Ok(Self { window, delta })
     }
 
@@ -173,10 +156,7 @@ impl FreshnessWindow {
 
 impl Default for FreshnessWindow {
     fn default() -> Self {
-        Self {
-            window: DEFAULT_WINDOW,
-            delta: TimeDelta::seconds(DEFAULT_WINDOW.as_secs() as i64),
-        }
+        Self { window: DEFAULT_WINDOW, delta: TimeDelta::seconds(DEFAULT_WINDOW.as_secs() as i64) }
     }
 }
 
@@ -199,23 +179,12 @@ mod tests {
 
     #[test]
     fn rejects_other_layouts() {
-        let wrong_len = |actual| {
-            Err(FieldError::WrongLength {
-                expected: 24,
-                actual,
-            })
-        };
+        let wrong_len = |actual| Err(FieldError::WrongLength { expected: 24, actual });
         // no milliseconds, offset instead of Z, microseconds, date only, epoch millis
         assert_eq!(Timestamp::parse("2025-01-15T10:30:00Z"), wrong_len(20));
-        assert_eq!(
-            Timestamp::parse("2025-01-15T10:30:00.000+00:00"),
-            wrong_len(29)
-        );
+        assert_eq!(Timestamp::parse("2025-01-15T10:30:00.000+00:00"), wrong_len(29));
         assert_eq!(Timestamp::parse("2025-01-15T10:30:00+00:00"), wrong_len(25));
-        assert_eq!(
-            Timestamp::parse("2025-01-15T10:30:00.000000Z"),
-            wrong_len(27)
-        );
+        assert_eq!(Timestamp::parse("2025-01-15T10:30:00.000000Z"), wrong_len(27));
         assert_eq!(Timestamp::parse("2025-01-15"), wrong_len(10));
         assert_eq!(Timestamp::parse("1736937000000"), wrong_len(13));
         assert_eq!(Timestamp::parse(""), wrong_len(0));
@@ -232,17 +201,11 @@ mod tests {
         ] {
             let got = Timestamp::parse(same_length);
             assert!(
-                matches!(
-                    got,
-                    Err(FieldError::TimestampLayout | FieldError::ContainsWhitespaceOrControl)
-                ),
+                matches!(got, Err(FieldError::TimestampLayout | FieldError::ContainsWhitespaceOrControl)),
                 "{same_length}: {got:?}"
             );
         }
-        assert_eq!(
-            Timestamp::parse("2025-01-15T10:30:00.000|"),
-            Err(FieldError::ContainsSeparator)
-        );
+        assert_eq!(Timestamp::parse("2025-01-15T10:30:00.000|"), Err(FieldError::ContainsSeparator));
     }
 
     #[test]
@@ -257,11 +220,7 @@ mod tests {
             "2025-01-15T10:60:00.000Z",
             "2025-12-31T23:59:60.000Z",
         ] {
-            assert_eq!(
-                Timestamp::parse(bad),
-                Err(FieldError::TimestampOutOfRange),
-                "{bad}"
-            );
+            assert_eq!(Timestamp::parse(bad), Err(FieldError::TimestampOutOfRange), "{bad}");
         }
     }
 
@@ -273,11 +232,7 @@ mod tests {
         assert_eq!(Timestamp::parse(ts.as_str()), Ok(ts));
         assert_eq!(
             Timestamp::from_datetime(
-                NaiveDate::from_ymd_opt(10_000, 1, 1)
-                    .unwrap()
-                    .and_hms_opt(0, 0, 0)
-                    .unwrap()
-                    .and_utc()
+                NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc()
             ),
             Err(FieldError::TimestampOutOfRange)
         );
@@ -287,11 +242,7 @@ mod tests {
     fn window_is_symmetric_and_inclusive() {
         let ts = Timestamp::parse("2025-01-15T10:30:00.000Z").unwrap();
         let window = FreshnessWindow::default();
-        for ok in [
-            "2025-01-15T10:28:00.000Z",
-            "2025-01-15T10:30:00.000Z",
-            "2025-01-15T10:32:00.000Z",
-        ] {
+        for ok in ["2025-01-15T10:28:00.000Z", "2025-01-15T10:30:00.000Z", "2025-01-15T10:32:00.000Z"] {
             assert_eq!(ts.check_freshness(utc(ok), window), Ok(()), "{ok}");
         }
         assert_eq!(
@@ -307,21 +258,13 @@ mod tests {
     #[test]
     fn window_is_bounded() {
         assert_eq!(FreshnessWindow::default().as_duration(), DEFAULT_WINDOW);
-        assert_eq!(
-            FreshnessWindow::new(DEFAULT_WINDOW),
-            Ok(FreshnessWindow::default())
-        );
+        assert_eq!(FreshnessWindow::new(DEFAULT_WINDOW), Ok(FreshnessWindow::default()));
         assert!(FreshnessWindow::new(MAX_WINDOW).is_ok());
         assert_eq!(
             FreshnessWindow::new(MAX_WINDOW + Duration::from_millis(1)),
-            Err(WindowError::AboveMax {
-                requested: MAX_WINDOW + Duration::from_millis(1)
-            })
+            Err(WindowError::AboveMax { requested: MAX_WINDOW + Duration::from_millis(1) })
         );
         assert_eq!(FreshnessWindow::new(Duration::ZERO), Err(WindowError::Zero));
-        assert_eq!(
-            FreshnessWindow::default().nonce_retention(),
-            Duration::from_secs(240)
-        );
+        assert_eq!(FreshnessWindow::default().nonce_retention(), Duration::from_secs(240));
     }
 }

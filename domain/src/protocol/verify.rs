@@ -36,10 +36,8 @@ pub fn verify_signature(
     signature: &SignatureP1363,
 ) -> Result<(), Rejection> {
     // r or s of zero or not below the group order: not a signature at all.
-    let signature =
-        Signature::from_slice(signature.as_bytes()).map_err(|_| Rejection::BadSignature)?;
-    key.verify(canonical.render().as_bytes(), &signature.normalize_s())
-        .map_err(|_| Rejection::BadSignature)
+    let signature = Signature::from_slice(signature.as_bytes()).map_err(|_| Rejection::BadSignature)?;
+    key.verify(canonical.render().as_bytes(), &signature.normalize_s()).map_err(|_| Rejection::BadSignature)
 }
 
 /// What the server received besides the kg-v1 headers.
@@ -111,8 +109,7 @@ mod tests {
     use crate::protocol::key::PublicKeySpki;
 
     const PKCS8: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgra9SEdqZSIFmoHXkXpE4Cgsr7xmu4C5f0ptBGhbS9hehRANCAAQjOq8E/hvQhXOTgee9gTURrrRGdzI4ljHIj5CM8dlYpDJUFiPmCtrGEQl0xXkKHLA+F7+MMGzhtZYiM8qShfye";
-    const BODY: &[u8] =
-        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
+    const BODY: &[u8] = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
 
     fn signing_key() -> SigningKey {
         let der = crate::protocol::strict_base64::decode(PKCS8).unwrap();
@@ -124,8 +121,7 @@ mod tests {
         SignedHeaders::sign(
             key,
             RequestToSign {
-                project_key: ProjectKey::parse("kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345")
-                    .unwrap(),
+                project_key: ProjectKey::parse("kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345").unwrap(),
                 key_id: public.key_id(),
                 timestamp: Timestamp::parse("2025-01-15T10:30:00.000Z").unwrap(),
                 nonce: Nonce::parse("uSJMZOs90jwFgN8s5Ne18A==").unwrap(),
@@ -138,11 +134,7 @@ mod tests {
     }
 
     fn received(body: &[u8]) -> ReceivedRequest<'_> {
-        ReceivedRequest {
-            method: "POST",
-            path_and_query: "/api/v1/keyguard/verify-test",
-            body,
-        }
+        ReceivedRequest { method: "POST", path_and_query: "/api/v1/keyguard/verify-test", body }
     }
 
     fn now() -> DateTime<Utc> {
@@ -153,16 +145,8 @@ mod tests {
     fn signed_headers_verify() {
         let key = signing_key();
         let headers = signed(&key);
-        assert_eq!(
-            headers.key_id().as_str(),
-            "5f28758eb139cb43769d731f803d4d6c"
-        );
-        let verdict = headers.verify(
-            &received(BODY),
-            key.verifying_key(),
-            now(),
-            FreshnessWindow::default(),
-        );
+        assert_eq!(headers.key_id().as_str(), "5f28758eb139cb43769d731f803d4d6c");
+        let verdict = headers.verify(&received(BODY), key.verifying_key(), now(), FreshnessWindow::default());
         assert_eq!(verdict, Ok(()));
     }
 
@@ -172,35 +156,17 @@ mod tests {
         let headers = signed(&key);
         let window = FreshnessWindow::default();
         let vk = key.verifying_key();
+        assert_eq!(headers.verify(&received(b"{}"), vk, now(), window), Err(Rejection::BodyHashMismatch));
         assert_eq!(
-            headers.verify(&received(b"{}"), vk, now(), window),
-            Err(Rejection::BodyHashMismatch)
-        );
-        assert_eq!(
-            headers.verify(
-                &received(BODY),
-                vk,
-                "2025-01-15T10:40:00Z".parse().unwrap(),
-                window
-            ),
+            headers.verify(&received(BODY), vk, "2025-01-15T10:40:00Z".parse().unwrap(), window),
             Err(Rejection::TimestampOutsideWindow { skew_ms: 600_000 })
         );
-        let other_path = ReceivedRequest {
-            path_and_query: "/api/v1/keyguard/verify-test?x=1",
-            ..received(BODY)
-        };
+        let other_path =
+            ReceivedRequest { path_and_query: "/api/v1/keyguard/verify-test?x=1", ..received(BODY) };
+        assert_eq!(headers.verify(&other_path, vk, now(), window), Err(Rejection::BadSignature));
+        let bad_method = ReceivedRequest { method: "PO ST", ..received(BODY) };
         assert_eq!(
-            headers.verify(&other_path, vk, now(), window),
-            Err(Rejection::BadSignature)
-        );
-        let bad_method = ReceivedRequest {
-            method: "PO ST",
-            ..received(BODY)
-        };
-        assert_eq!(
-            headers
-                .verify(&bad_method, vk, now(), window)
-                .map_err(|r| r.code()),
+            headers.verify(&bad_method, vk, now(), window).map_err(|r| r.code()),
             Err("malformed_method")
         );
         let stranger = SigningKey::from_slice(&[7; 32]).unwrap();
@@ -214,8 +180,7 @@ mod tests {
     fn high_s_and_low_s_both_verify() {
         let key = signing_key();
         let headers = signed(&key);
-        let canonical =
-            CanonicalRequest::new(&headers, "POST", "/api/v1/keyguard/verify-test").unwrap();
+        let canonical = CanonicalRequest::new(&headers, "POST", "/api/v1/keyguard/verify-test").unwrap();
         let original = Signature::from_slice(headers.signature().as_bytes()).unwrap();
         let (r, s) = original.split_scalars();
         let flipped = Signature::from_scalars(r, -s).unwrap();
@@ -224,16 +189,9 @@ mod tests {
             seen_high |= bool::from(p256::elliptic_curve::scalar::IsHigh::is_high(&*sig.s()));
             // Straight through p256, without our normalisation: documents that 0.14 accepts
             // high-S for P-256.
-            assert!(
-                key.verifying_key()
-                    .verify(canonical.render().as_bytes(), &sig)
-                    .is_ok()
-            );
+            assert!(key.verifying_key().verify(canonical.render().as_bytes(), &sig).is_ok());
             let p1363 = SignatureP1363::from_bytes(sig.to_bytes().into());
-            assert_eq!(
-                verify_signature(key.verifying_key(), &canonical, &p1363),
-                Ok(())
-            );
+            assert_eq!(verify_signature(key.verifying_key(), &canonical, &p1363), Ok(()));
         }
         assert!(seen_high, "one of s and n - s is always high");
     }
@@ -242,15 +200,10 @@ mod tests {
     fn out_of_range_scalars_are_a_bad_signature() {
         let key = signing_key();
         let headers = signed(&key);
-        let canonical =
-            CanonicalRequest::new(&headers, "POST", "/api/v1/keyguard/verify-test").unwrap();
+        let canonical = CanonicalRequest::new(&headers, "POST", "/api/v1/keyguard/verify-test").unwrap();
         for bytes in [[0u8; 64], [0xff; 64]] {
             assert_eq!(
-                verify_signature(
-                    key.verifying_key(),
-                    &canonical,
-                    &SignatureP1363::from_bytes(bytes)
-                ),
+                verify_signature(key.verifying_key(), &canonical, &SignatureP1363::from_bytes(bytes)),
                 Err(Rejection::BadSignature)
             );
         }
