@@ -71,7 +71,9 @@ ensure_leptos_tools() {
 # Builds the dashboard (WASM + server) in debug mode.
 build_site() {
   say "Building the dashboard and the keyguard binary (cargo leptos build)"
-  (cd "$ROOT" && cargo leptos build)
+  # cargo-leptos adds `--cfg erase_components` to RUSTFLAGS itself; passing it in too would double
+  # it, change the flags and so rebuild everything.
+  (cd "$ROOT" && env -u RUSTFLAGS cargo leptos build)
 }
 
 target_dir() {

@@ -9,41 +9,10 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use leptos::config::LeptosOptions;
-
-/// Where events and read models live.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseConfig {
-    /// `postgres://` or `postgresql://` URL (production, clusters).
-    Postgres { url: String },
-    /// A SQLite file (the embedded default; no service needed).
-    Sqlite { path: PathBuf },
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    // A Postgres URL may hold a password: show only what identifies the target.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Postgres { url } => write!(f, "Postgres({})", redact_url(url)),
-            Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
-        }
-    }
-}
-
-impl DatabaseConfig {
-    /// What the logs may say about the database without leaking credentials.
-    pub fn describe(&self) -> String {
-        format!("{self:?}")
-    }
-}
-
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
+use secrecy::SecretString;
+use services::secrets::MasterKeySource;
+pub use services::store::DatabaseConfig;
+use services::store::redact_url;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +25,10 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub database: DatabaseConfig,
+    /// NATS with JetStream for the event bus and shared nonce/limit stores; `None` runs on one
+    /// node with in-process equivalents.
+    pub nats_url: Option<String>,
+    pub master_key: MasterKeySource,
     pub database_max_connections: u32,
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
@@ -102,6 +75,19 @@ impl Config {
             None => DatabaseConfig::Sqlite { path: data_dir.join("keyguard.db") },
             Some(url) => parse_database_url(url)?,
         };
+        let nats_url = match get("KEYGUARD_NATS_URL") {
+            None => None,
+            Some(url) if ["nats://", "tls://", "ws://", "wss://"].iter().any(|s| url.starts_with(s)) => {
+                Some(url.to_owned())
+            }
+            Some(url) => {
+                return Err(ConfigError::new(
+                    "KEYGUARD_NATS_URL",
+                    format!("must start with `nats://` or `tls://`, got `{}`", redact_url(url)),
+                ));
+            }
+        };
+        let master_key = master_key_source(&get, &database, &data_dir)?;
         let database_max_connections =
             parse_or("KEYGUARD_DATABASE_MAX_CONNECTIONS", get("KEYGUARD_DATABASE_MAX_CONNECTIONS"), 10u32)?;
         if !(1..=1000).contains(&database_max_connections) {
@@ -128,6 +114,8 @@ impl Config {
 
         Ok(Self {
             database,
+            nats_url,
+            master_key,
             database_max_connections,
             data_dir,
             listen_addr,
@@ -148,6 +136,61 @@ impl Config {
             .site_addr(self.listen_addr)
             .reload_port(self.reload_port)
             .build()
+    }
+}
+
+/// The master key wraps every data key that encrypts provider secrets. A single node on SQLite
+/// gets one generated under the data directory; PostgreSQL means several nodes may share the store,
+/// so they must be given the same key explicitly.
+fn master_key_source<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    database: &DatabaseConfig,
+    data_dir: &std::path::Path,
+) -> Result<MasterKeySource, ConfigError> {
+    const INLINE: &str = "KEYGUARD_MASTER_KEY";
+    const FILE: &str = "KEYGUARD_MASTER_KEY_FILE";
+    const PREVIOUS: &str = "KEYGUARD_PREVIOUS_MASTER_KEYS";
+    let previous = match get(PREVIOUS) {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| check_master_key(PREVIOUS, k))
+            .collect::<Result<_, _>>()?,
+    };
+    match (get(INLINE), get(FILE)) {
+        (Some(_), Some(_)) => {
+            Err(ConfigError::new(INLINE, format!("set either {INLINE} or {FILE}, not both")))
+        }
+        (Some(key), None) => {
+            Ok(MasterKeySource::Inline { current: check_master_key(INLINE, key)?, previous })
+        }
+        (None, Some(path)) => {
+            Ok(MasterKeySource::File { path: PathBuf::from(path), create_if_missing: false, previous })
+        }
+        (None, None) => match database {
+            DatabaseConfig::Sqlite { .. } => Ok(MasterKeySource::File {
+                path: data_dir.join("master.key"),
+                create_if_missing: true,
+                previous,
+            }),
+            DatabaseConfig::Postgres { .. } => Err(ConfigError::new(
+                INLINE,
+                format!(
+                    "is required with PostgreSQL (or {FILE}), so that every node decrypts the same secrets; \
+                     generate one with `head -c 32 /dev/urandom | base64`"
+                ),
+            )),
+        },
+    }
+}
+
+fn check_master_key(variable: &'static str, key: &str) -> Result<SecretString, ConfigError> {
+    use base64::Engine as _;
+    match base64::engine::general_purpose::STANDARD.decode(key) {
+        Ok(bytes) if bytes.len() == 32 => Ok(SecretString::from(key.to_owned())),
+        _ => Err(ConfigError::new(variable, "must be standard base64 of exactly 32 random bytes")),
     }
 }
 
@@ -214,7 +257,11 @@ mod tests {
 
     #[test]
     fn database_url_chooses_the_backend() {
-        let pg = config(&[("KEYGUARD_DATABASE_URL", "postgres://kg:secret@db:5432/kg")]).unwrap();
+        let pg = config(&[
+            ("KEYGUARD_DATABASE_URL", "postgres://kg:secret@db:5432/kg"),
+            ("KEYGUARD_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+        ])
+        .unwrap();
         assert!(matches!(pg.database, DatabaseConfig::Postgres { .. }));
         assert!(!pg.database.describe().contains("secret"), "{}", pg.database.describe());
         let lite = config(&[("KEYGUARD_DATABASE_URL", "sqlite:///tmp/kg.db?mode=rwc")]).unwrap();
@@ -233,11 +280,36 @@ mod tests {
             ("KEYGUARD_LOG_FORMAT", "xml"),
             ("KEYGUARD_LOG", "info,[[["),
             ("LEPTOS_RELOAD_PORT", "-1"),
+            ("KEYGUARD_NATS_URL", "http://127.0.0.1:4222"),
+            ("KEYGUARD_MASTER_KEY", "c2hvcnQ="),
+            ("KEYGUARD_PREVIOUS_MASTER_KEYS", "not base64!"),
         ];
         for (variable, value) in cases {
             let err = config(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, *variable, "{value}");
             assert!(err.to_string().starts_with(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn postgres_needs_an_explicit_master_key() {
+        let err = config(&[("KEYGUARD_DATABASE_URL", "postgres://db/kg")]).unwrap_err();
+        assert_eq!(err.variable, "KEYGUARD_MASTER_KEY");
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let ok =
+            config(&[("KEYGUARD_DATABASE_URL", "postgres://db/kg"), ("KEYGUARD_MASTER_KEY", key)]).unwrap();
+        assert!(matches!(ok.master_key, MasterKeySource::Inline { .. }));
+        assert!(!format!("{:?}", ok.master_key).contains(key), "the key never reaches Debug output");
+    }
+
+    #[test]
+    fn sqlite_generates_its_master_key_under_the_data_dir() {
+        let config = config(&[("KEYGUARD_DATA_DIR", "/srv/kg")]).unwrap();
+        match config.master_key {
+            MasterKeySource::File { path, create_if_missing: true, .. } => {
+                assert_eq!(path, PathBuf::from("/srv/kg/master.key"))
+            }
+            other => panic!("{other:?}"),
         }
     }
 

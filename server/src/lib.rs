@@ -4,5 +4,4 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod startup;
-pub mod store;
 pub mod telemetry;

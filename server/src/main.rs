@@ -6,8 +6,8 @@ use clap::Parser as _;
 use server::cli::{Cli, Command};
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
-use server::store::Database;
 use server::telemetry;
+use services::store::Database;
 
 #[tokio::main]
 async fn main() -> ExitCode {

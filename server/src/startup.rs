@@ -14,7 +14,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
-use crate::store::Database;
+use services::store::Database;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

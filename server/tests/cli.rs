@@ -42,6 +42,7 @@ fn an_unreachable_postgres_is_reported_not_hung_on() {
     let output = keyguard()
         .arg("migrate")
         .env("KEYGUARD_DATABASE_URL", "postgres://keyguard:secret@127.0.0.1:9/keyguard")
+        .env("KEYGUARD_MASTER_KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));

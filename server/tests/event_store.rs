@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use cqrs_es::persist::{PersistedEventRepository as _, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore as _};
 use serde::{Deserialize, Serialize};
-use server::store::Database;
+use services::store::Database;
 use support::{Backend, TestDb};
 
 /// A deliberately small aggregate: the suite is about the store, not about business rules.

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use server::config::{Config, DatabaseConfig};
 use server::startup::Application;
-use server::store::Database;
+use services::store::Database;
 use sqlx::Connection as _;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tempfile::TempDir;
@@ -81,12 +81,17 @@ pub struct TestApp {
     pub db: Database,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: Option<TempDir>,
+    _data_dir: TempDir,
 }
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
         let (database, dir) = fresh_database(backend).await;
-        let mut config = Config::from_vars(std::iter::empty()).expect("default configuration");
+        // Files the server keeps beside its database (the generated master key) go here.
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let mut config =
+            Config::from_vars([("KEYGUARD_DATA_DIR".to_owned(), data_dir.path().display().to_string())])
+                .expect("default configuration");
         config.database = database;
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
         let app = Application::build(&config).await.expect("build the application");
@@ -96,7 +101,7 @@ impl TestApp {
         tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        Self { addr, client: reqwest::Client::new(), db, shutdown: Some(tx), _dir: dir }
+        Self { addr, client: reqwest::Client::new(), db, shutdown: Some(tx), _dir: dir, _data_dir: data_dir }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -16,13 +16,49 @@ use sqlx::{PgPool, SqlitePool};
 
 pub use event_repository::EventRepository;
 
-use crate::config::DatabaseConfig;
+use std::path::PathBuf;
 
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 /// How long to wait for a connection before telling the caller the database is unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where events and read models live.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseConfig {
+    /// `postgres://` or `postgresql://` URL (production, clusters).
+    Postgres { url: String },
+    /// A SQLite file (the embedded default; no service needed).
+    Sqlite { path: PathBuf },
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    // A Postgres URL may hold a password: show only what identifies the target.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres { url } => write!(f, "Postgres({})", redact_url(url)),
+            Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// What the logs may say about the database without leaking credentials.
+    pub fn describe(&self) -> String {
+        format!("{self:?}")
+    }
+}
+
+/// Hides the password of a database URL, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
 
 /// A failure to reach or prepare the database, phrased for an operator.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,8 @@
+//! KeyGuard's application services: the one place each use case is implemented, called by the
+//! REST API in `server` and by the dashboard's server functions in `app`.
+//!
+//! Dependencies point inward: this crate knows the domain and the storage, and nothing about
+//! HTTP or Leptos.
+
+pub mod secrets;
+pub mod store;
