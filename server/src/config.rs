@@ -29,6 +29,9 @@ pub struct Config {
     /// node with in-process equivalents.
     pub nats_url: Option<String>,
     pub master_key: MasterKeySource,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers); everyone else's address is
+    /// taken from the socket, so a client cannot choose the IP that policies and audits see.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub database_max_connections: u32,
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
@@ -88,6 +91,24 @@ impl Config {
             }
         };
         let master_key = master_key_source(&get, &database, &data_dir)?;
+        let trusted_proxies = match get("KEYGUARD_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            ConfigError::new(
+                                "KEYGUARD_TRUSTED_PROXIES",
+                                format!("`{p}` is not an IP address or CIDR range (e.g. 10.0.0.0/8, ::1)"),
+                            )
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         let database_max_connections =
             parse_or("KEYGUARD_DATABASE_MAX_CONNECTIONS", get("KEYGUARD_DATABASE_MAX_CONNECTIONS"), 10u32)?;
         if !(1..=1000).contains(&database_max_connections) {
@@ -116,6 +137,7 @@ impl Config {
             database,
             nats_url,
             master_key,
+            trusted_proxies,
             database_max_connections,
             data_dir,
             listen_addr,
@@ -281,6 +303,7 @@ mod tests {
             ("KEYGUARD_LOG", "info,[[["),
             ("LEPTOS_RELOAD_PORT", "-1"),
             ("KEYGUARD_NATS_URL", "http://127.0.0.1:4222"),
+            ("KEYGUARD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("KEYGUARD_MASTER_KEY", "c2hvcnQ="),
             ("KEYGUARD_PREVIOUS_MASTER_KEYS", "not base64!"),
         ];
@@ -289,6 +312,14 @@ mod tests {
             assert_eq!(err.variable, *variable, "{value}");
             assert!(err.to_string().starts_with(variable), "{err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_ranges() {
+        let config = config(&[("KEYGUARD_TRUSTED_PROXIES", "10.0.0.0/8, ::1,192.0.2.7")]).unwrap();
+        let expected: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap(), "192.0.2.7/32".parse().unwrap()];
+        assert_eq!(config.trusted_proxies, expected);
     }
 
     #[test]

@@ -13,7 +13,10 @@ use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use std::sync::Arc;
+
 use crate::config::Config;
+use crate::metrics::Metrics;
 use services::store::Database;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -23,6 +26,10 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub db: Database,
     pub leptos_options: LeptosOptions,
+    /// Connected when `KEYGUARD_NATS_URL` is set (reconnecting in the background if it drops).
+    pub nats: Option<async_nats::Client>,
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    pub metrics: Metrics,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -46,7 +53,24 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
-        let state = AppState { db, leptos_options: config.leptos_options() };
+        let nats = match &config.nats_url {
+            None => None,
+            Some(url) => Some(
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connection_timeout(std::time::Duration::from_secs(5))
+                    .connect(url.as_str())
+                    .await
+                    .with_context(|| format!("cannot connect to NATS at {url} (KEYGUARD_NATS_URL)"))?,
+            ),
+        };
+        let state = AppState {
+            db,
+            leptos_options: config.leptos_options(),
+            nats,
+            trusted_proxies: config.trusted_proxies.clone().into(),
+            metrics: Metrics::default(),
+        };
         let router = router(state.clone());
         Ok(Self { listener, router, state })
     }
@@ -76,7 +100,8 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let options = state.leptos_options.clone();
     Router::new()
-        .nest("/api/v1", crate::api::router())
+        .nest("/api/v1", crate::api::router(state.clone()))
+        .route("/metrics", axum::routing::get(crate::metrics::endpoint))
         .leptos_routes(&state, routes, move || app::shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

@@ -44,6 +44,68 @@ async fn unknown_page_is_a_404(backend: Backend) {
     assert_eq!(response.status(), 404);
 }
 
+async fn ready_checks_the_store_and_reports_nats(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) = app.get_json("/api/v1/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({ "status": "ready", "database": "ok", "nats": "not_configured" }));
+
+    // The NATS connection is made in the background, so readiness may take a moment.
+    let app = TestApp::spawn_with(backend, |c| c.nats_url = Some(support::nats_url())).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = app.get_json("/api/v1/ready").await;
+        if status == 200 {
+            assert_eq!(body["nats"], "ok");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "NATS must be running for this test: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn ready_is_503_while_nats_is_unreachable(backend: Backend) {
+    // Nothing listens on loopback port 9: the node starts, keeps retrying, and says it is not ready.
+    let app = TestApp::spawn_with(backend, |c| c.nats_url = Some("nats://127.0.0.1:9".into())).await;
+    let (status, body) = app.get_json("/api/v1/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["nats"], "down");
+    assert_eq!(body["database"], "ok");
+}
+
+async fn openapi_describes_the_routes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, doc) = app.get_json("/api/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{doc}");
+    for path in ["/api/v1/health", "/api/v1/ready", "/api/v1/openapi.json"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented: {doc}");
+    }
+    assert!(doc["components"]["schemas"].get("ErrorBody").is_some());
+}
+
+async fn metrics_count_requests_by_route(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for _ in 0..3 {
+        app.client.get(app.url("/api/v1/health")).send().await.unwrap();
+    }
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("keyguard_http_requests_total{") && l.contains(r#"route="/api/v1/health""#))
+        .unwrap_or_else(|| panic!("no request counter for /api/v1/health in:\n{text}"));
+    assert!(line.contains(r#"status="200""#) && line.ends_with(" 3"), "{line}");
+    assert!(text.contains("keyguard_http_request_duration_seconds_bucket"), "{text}");
+}
+
+on_both_backends!(
+    ready_checks_the_store_and_reports_nats,
+    ready_is_503_while_nats_is_unreachable,
+    openapi_describes_the_routes,
+    metrics_count_requests_by_route,
+);
+
 on_both_backends!(
     health_answers_ok,
     unknown_api_route_is_a_json_404,

@@ -1,14 +1,23 @@
 //! The REST API under `/api/v1`, one module per feature area.
 
+pub mod context;
 pub mod error;
-mod health;
+pub mod health;
+pub mod openapi;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 
 use crate::startup::AppState;
+pub use context::RequestContext;
 pub use error::ApiError;
 
 /// All `/api/v1` routes. Unknown paths under the prefix answer a JSON 404, not the dashboard.
-pub fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).fallback(|| async { ApiError::NotFound })
+pub fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .merge(health::router())
+        .merge(openapi::router())
+        // A route layer sees the matched route pattern, which is what the metrics label with.
+        .route_layer(from_fn_with_state(state, crate::metrics::track))
+        .fallback(|| async { ApiError::not_found("not_found", "no such route") })
 }

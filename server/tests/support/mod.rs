@@ -19,6 +19,12 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use tempfile::TempDir;
 
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://keyguard:keyguard@127.0.0.1:5432/keyguard_test";
+const DEFAULT_TEST_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The NATS server tests use (`KEYGUARD_TEST_NATS_URL`); `scripts/test.sh` starts it.
+pub fn nats_url() -> String {
+    std::env::var("KEYGUARD_TEST_NATS_URL").unwrap_or_else(|_| DEFAULT_TEST_NATS_URL.to_owned())
+}
 
 /// Which event store a test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +92,11 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with a configuration adjusted by `adjust` (after the test database is set).
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
         let (database, dir) = fresh_database(backend).await;
         // Files the server keeps beside its database (the generated master key) go here.
         let data_dir = tempfile::tempdir().expect("temporary directory");
@@ -94,6 +105,7 @@ impl TestApp {
                 .expect("default configuration");
         config.database = database;
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
+        adjust(&mut config);
         let app = Application::build(&config).await.expect("build the application");
         let addr = app.local_addr();
         let db = app.state().db.clone();
@@ -102,6 +114,12 @@ impl TestApp {
             let _ = rx.await;
         }));
         Self { addr, client: reqwest::Client::new(), db, shutdown: Some(tx), _dir: dir, _data_dir: data_dir }
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
     }
 
     pub fn url(&self, path: &str) -> String {
