@@ -14,6 +14,7 @@ mod email;
 mod error;
 mod event;
 mod password_hash;
+mod permission;
 mod role;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ pub use email::{Email, EmailError, MAX_EMAIL_LEN};
 pub use error::UserError;
 pub use event::UserEvent;
 pub use password_hash::{MAX_PHC_LEN, PasswordHash, PasswordHashError};
+pub use permission::Permission;
 pub use role::{Role, RoleParseError};
 
 /// Longest accepted display name, in characters.
