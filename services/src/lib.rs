@@ -4,5 +4,9 @@
 //! Dependencies point inward: this crate knows the domain and the storage, and nothing about
 //! HTTP or Leptos.
 
+pub mod audit;
+pub mod events;
+pub mod projections;
+pub mod read_models;
 pub mod secrets;
 pub mod store;

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod events;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -1,0 +1,315 @@
+//! Projections: keep the read models (devices, API keys, enrollment codes, users, policies, audit
+//! log) up to date from the event log, each with a checkpoint written in the same transaction
+//! as its read-model change, so a crash at any point neither loses nor repeats an event.
+//!
+//! [`Projections::catch_up`] applies everything committed so far (commands call it for
+//! read-your-writes), [`Projections::spawn`] keeps doing so in the background whenever the bus
+//! announces an event and periodically as a safety net, and [`Projections::rebuild`] replays
+//! the whole store into empty tables (`keyguard projections rebuild`).
+
+mod api_keys;
+mod audit_log;
+mod devices;
+mod policies;
+mod users;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Mutex, broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::events::{EventBus, EventLog, EventLogError, StoredEvent};
+use crate::read_models::sql::{self, Tx, args};
+use crate::store::Database;
+
+/// The read models, each applied and checkpointed on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Projection {
+    Devices,
+    ApiKeys,
+    EnrollmentCodes,
+    Users,
+    Policies,
+    AuditLog,
+}
+
+impl Projection {
+    pub const ALL: [Projection; 6] = [
+        Projection::Devices,
+        Projection::ApiKeys,
+        Projection::EnrollmentCodes,
+        Projection::Users,
+        Projection::Policies,
+        Projection::AuditLog,
+    ];
+
+    /// The checkpoint's name. Stored: never rename one.
+    pub fn name(self) -> &'static str {
+        match self {
+            Projection::Devices => "devices",
+            Projection::ApiKeys => "api_keys",
+            Projection::EnrollmentCodes => "enrollment_codes",
+            Projection::Users => "users",
+            Projection::Policies => "policies",
+            Projection::AuditLog => "audit_log",
+        }
+    }
+
+    /// The tables this projection owns, emptied by a rebuild.
+    pub fn tables(self) -> &'static [&'static str] {
+        match self {
+            Projection::Devices => devices::TABLES,
+            Projection::ApiKeys => api_keys::KEY_TABLES,
+            Projection::EnrollmentCodes => api_keys::CODE_TABLES,
+            Projection::Users => users::TABLES,
+            Projection::Policies => policies::TABLES,
+            Projection::AuditLog => audit_log::TABLES,
+        }
+    }
+
+    async fn apply(self, tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
+        match self {
+            Projection::Devices => devices::apply(tx, event).await,
+            Projection::ApiKeys => api_keys::apply_keys(tx, event).await,
+            Projection::EnrollmentCodes => api_keys::apply_codes(tx, event).await,
+            Projection::Users => users::apply(tx, event).await,
+            Projection::Policies => policies::apply(tx, event).await,
+            Projection::AuditLog => audit_log::apply(tx, event).await,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("projection database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Log(#[from] EventLogError),
+    #[error("projection {projection} cannot apply the event at position {position}: {reason}")]
+    Apply { projection: &'static str, position: i64, reason: String },
+    #[error("the projections did not reach position {target} within {waited:?} (at {reached})")]
+    Timeout { target: i64, reached: i64, waited: Duration },
+}
+
+/// Reads an event's payload as its aggregate's domain event.
+pub(crate) fn decode<E: DeserializeOwned>(
+    projection: &'static str,
+    event: &StoredEvent,
+) -> Result<E, ProjectionError> {
+    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::Apply {
+        projection,
+        position: event.position,
+        reason: format!("{} payload: {e}", event.event_type),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectionsConfig {
+    /// Events read and applied per transaction.
+    pub batch_size: i64,
+    /// How often the background task catches up even if the bus said nothing.
+    pub poll_interval: Duration,
+    /// How long [`Projections::catch_up`] waits for events that are committed but not readable
+    /// yet (an older PostgreSQL transaction still in flight) before giving up.
+    pub catch_up_timeout: Duration,
+}
+
+impl Default for ProjectionsConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            catch_up_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the projections. One per process; share it behind an `Arc`.
+pub struct Projections {
+    db: Database,
+    log: EventLog,
+    config: ProjectionsConfig,
+    // Runs in this process take turns; across processes the checkpoint claim below decides.
+    running: Mutex<()>,
+}
+
+impl Projections {
+    pub fn new(db: Database, config: ProjectionsConfig) -> Self {
+        Self { log: EventLog::new(db.clone()), db, config, running: Mutex::new(()) }
+    }
+
+    /// Applies every event committed before the call and returns the position all read models
+    /// have reached. Safe to call concurrently (callers take turns).
+    pub async fn catch_up(&self) -> Result<i64, ProjectionError> {
+        let _turn = self.running.lock().await;
+        self.catch_up_locked().await
+    }
+
+    /// Empties every read model and checkpoint, then replays the whole store.
+    pub async fn rebuild(&self) -> Result<i64, ProjectionError> {
+        let _turn = self.running.lock().await;
+        let mut tx = Tx::begin(&self.db).await?;
+        for projection in Projection::ALL {
+            for table in projection.tables() {
+                tx.execute(&format!("DELETE FROM {table}"), vec![]).await?;
+            }
+        }
+        tx.execute("DELETE FROM projection_checkpoints", vec![]).await?;
+        tx.commit().await?;
+        self.catch_up_locked().await
+    }
+
+    /// Each projection's checkpoint (0 before its first event).
+    pub async fn checkpoints(&self) -> Result<HashMap<Projection, i64>, ProjectionError> {
+        let rows: Vec<(String, i64)> =
+            sql::fetch_all(&self.db, "SELECT name, position FROM projection_checkpoints", vec![]).await?;
+        let stored: HashMap<String, i64> = rows.into_iter().collect();
+        Ok(Projection::ALL.into_iter().map(|p| (p, stored.get(p.name()).copied().unwrap_or(0))).collect())
+    }
+
+    /// Applies what is readable now and keeps polling until everything committed at the start is
+    /// applied, so the caller sees its own writes.
+    async fn catch_up_locked(&self) -> Result<i64, ProjectionError> {
+        let target = self.log.head().await?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let reached = self.apply_available().await?;
+            if reached >= target {
+                return Ok(reached);
+            }
+            if started.elapsed() >= self.config.catch_up_timeout {
+                return Err(ProjectionError::Timeout { target, reached, waited: started.elapsed() });
+            }
+            // Some older transaction is still in flight on PostgreSQL; it ends in milliseconds.
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Applies batches until the log has nothing more readable; returns the lowest checkpoint.
+    async fn apply_available(&self) -> Result<i64, ProjectionError> {
+        self.ensure_checkpoints().await?;
+        loop {
+            let checkpoints = self.checkpoints().await?;
+            let from = checkpoints.values().copied().min().unwrap_or(0);
+            let batch = self.log.read_after(from, self.config.batch_size).await?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                return Ok(from);
+            };
+            let mut first_error = None;
+            for projection in Projection::ALL {
+                let done = checkpoints[&projection];
+                let pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > done).collect();
+                if pending.is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.apply_batch(projection, done, last, &pending).await {
+                    tracing::error!(projection = projection.name(), error = %e, "projection halted");
+                    first_error.get_or_insert(e);
+                }
+            }
+            // The others have moved on; the failed one keeps its checkpoint and retries next time.
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+        }
+    }
+
+    /// One transaction: claim the checkpoint move from `done` to `last`, apply the events, commit.
+    /// Claiming first makes a concurrent runner on another node wait, then find the checkpoint
+    /// moved and back off, instead of applying the same events twice.
+    async fn apply_batch(
+        &self,
+        projection: Projection,
+        done: i64,
+        last: i64,
+        events: &[&StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut tx = Tx::begin(&self.db).await?;
+        let claimed = tx
+            .execute(
+                "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
+                 WHERE name = $3 AND position = $4",
+                args![last, Utc::now(), projection.name(), done],
+            )
+            .await?;
+        if claimed != 1 {
+            // Someone else applied these; dropping the transaction rolls it back.
+            return Ok(());
+        }
+        for event in events {
+            projection.apply(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ensure_checkpoints(&self) -> Result<(), ProjectionError> {
+        for projection in Projection::ALL {
+            sql::execute(
+                &self.db,
+                "INSERT INTO projection_checkpoints (name, position, updated_at) VALUES ($1, 0, $2) \
+                 ON CONFLICT (name) DO NOTHING",
+                args![projection.name(), Utc::now()],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Catches up in the background: whenever `bus` carries an event, and every
+    /// `poll_interval` in case a wake-up was missed. Stops when the handle is dropped or shut down.
+    pub fn spawn(self: Arc<Self>, bus: &EventBus) -> ProjectionsTask {
+        let mut events = bus.receiver();
+        let (stop, mut stopped) = watch::channel(false);
+        let handle = tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(self.config.poll_interval);
+            let mut bus_open = true;
+            loop {
+                tokio::select! {
+                    _ = stopped.changed() => return,
+                    received = events.recv(), if bus_open => {
+                        // Lagging only means several events arrived: one catch-up covers them.
+                        bus_open = !matches!(received, Err(broadcast::error::RecvError::Closed));
+                    }
+                    _ = ticker.tick() => {}
+                }
+                let _turn = self.running.lock().await;
+                if let Err(e) = self.apply_available().await {
+                    tracing::warn!(error = %e, "background projection catch-up failed; retrying later");
+                }
+            }
+        });
+        ProjectionsTask { stop, handle: Some(handle) }
+    }
+}
+
+/// The background catch-up task; aborted when dropped.
+pub struct ProjectionsTask {
+    stop: watch::Sender<bool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl ProjectionsTask {
+    /// Asks the task to stop after the batch it is applying, and waits for it.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+}
+
+impl Drop for ProjectionsTask {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+        }
+    }
+}
