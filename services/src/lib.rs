@@ -4,6 +4,7 @@
 //! Dependencies point inward: this crate knows the domain and the storage, and nothing about
 //! HTTP or Leptos.
 
+pub mod auth;
 pub mod audit;
 pub mod events;
 pub mod projections;
