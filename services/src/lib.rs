@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod audit;
 pub mod events;
+pub mod outbox;
 pub mod projections;
 pub mod read_models;
 pub mod secrets;
