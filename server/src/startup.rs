@@ -17,6 +17,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use services::platform::Platform;
+use services::projections::ProjectionsTask;
+use services::secrets::MasterKeys;
 use services::store::Database;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -30,6 +33,9 @@ pub struct AppState {
     pub nats: Option<async_nats::Client>,
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub metrics: Metrics,
+    pub platform: Arc<Platform>,
+    /// Whether session cookies carry `Secure` (off only when serving on a loopback address).
+    pub secure_cookies: bool,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -43,6 +49,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    projections: ProjectionsTask,
 }
 
 impl Application {
@@ -50,6 +57,12 @@ impl Application {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let db = Database::connect(&config.database, config.database_max_connections).await?;
         db.migrate().await?;
+        let master_keys =
+            Arc::new(MasterKeys::load(&config.master_key).context("cannot load the master key")?);
+        let platform = Arc::new(Platform::new(db.clone(), master_keys)?);
+        // Bring the read models up to date before the first request reads them.
+        platform.projections.catch_up().await.context("cannot bring the read models up to date")?;
+        let projections = platform.projections.clone().spawn(&platform.bus);
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
@@ -70,9 +83,11 @@ impl Application {
             nats,
             trusted_proxies: config.trusted_proxies.clone().into(),
             metrics: Metrics::default(),
+            secure_cookies: !config.listen_addr.ip().is_loopback(),
+            platform,
         };
         let router = router(state.clone());
-        Ok(Self { listener, router, state })
+        Ok(Self { listener, router, state, projections })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -90,6 +105,7 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the server stopped with an error")?;
+        self.projections.shutdown().await;
         self.state.db.close().await;
         Ok(())
     }

@@ -4,11 +4,17 @@
 //! Dependencies point inward: this crate knows the domain and the storage, and nothing about
 //! HTTP or Leptos.
 
-pub mod auth;
 pub mod audit;
+pub mod auth;
+pub mod caller;
+pub mod error;
 pub mod events;
+pub mod keys;
+pub mod login;
 pub mod outbox;
+pub mod platform;
 pub mod projections;
 pub mod read_models;
 pub mod secrets;
 pub mod store;
+pub mod users;

@@ -21,6 +21,9 @@ pub enum ApiError {
     BadRequest { code: &'static str, message: String, fields: BTreeMap<String, String> },
     #[error("authentication is required")]
     Unauthorized,
+    /// Authentication was attempted and failed, for a reason the client may know.
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
     #[error("your role does not allow this")]
     Forbidden,
     #[error("{message}")]
@@ -73,7 +76,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -90,7 +93,8 @@ impl ApiError {
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. }
             | Self::Unprocessable { code, .. }
-            | Self::TooManyRequests { code, .. } => code,
+            | Self::TooManyRequests { code, .. }
+            | Self::Unauthenticated { code, .. } => code,
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::Unavailable => "unavailable",
@@ -121,7 +125,9 @@ enum Kind {
 /// Domain codes follow a naming scheme (`*_not_found`, `invalid_*`, `*_already_*`...); the
 /// mapping reads it so that a new domain error gets the right status without touching this file.
 fn classify(code: &str) -> Kind {
-    const CONFLICT: [&str; 8] = [
+    const CONFLICT: [&str; 10] = [
+        "taken",
+        "setup_complete",
         "already",
         "revoked",
         "unchanged",
@@ -208,6 +214,8 @@ mod tests {
             ("role_unchanged", StatusCode::CONFLICT),
             ("enrollment_code_exhausted", StatusCode::CONFLICT),
             ("user_disabled", StatusCode::CONFLICT),
+            ("email_taken", StatusCode::CONFLICT),
+            ("setup_complete", StatusCode::CONFLICT),
             ("enrollment_code_expired", StatusCode::UNPROCESSABLE_ENTITY),
             ("self_modification_forbidden", StatusCode::UNPROCESSABLE_ENTITY),
         ];
@@ -228,5 +236,34 @@ mod tests {
             ApiError::TooManyRequests { code: "rate_limited", retry_after_secs: 7 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+    }
+}
+
+impl From<services::error::ServiceError> for ApiError {
+    fn from(err: services::error::ServiceError) -> Self {
+        use services::error::ServiceError as S;
+        match err {
+            S::Refused { code, message } => match classify(code) {
+                Kind::NotFound => Self::NotFound { code, message },
+                Kind::Invalid => Self::BadRequest { code, message, fields: BTreeMap::new() },
+                Kind::Conflict => Self::Conflict { code, message },
+                Kind::Refused => Self::Unprocessable { code, message },
+            },
+            S::Invalid { field, code, message } => Self::BadRequest {
+                code,
+                message: format!("{field}: {message}"),
+                fields: BTreeMap::from([(field.to_owned(), message)]),
+            },
+            S::NotFound { code, message } => Self::NotFound { code, message },
+            S::Concurrent => Self::Conflict {
+                code: "concurrent_modification",
+                message: "someone else changed this at the same moment; reload and try again".into(),
+            },
+            S::Unavailable(cause) => {
+                tracing::error!(%cause, "dependency unavailable");
+                Self::Unavailable
+            }
+            S::Internal(cause) => Self::Internal(anyhow::anyhow!(cause)),
+        }
     }
 }

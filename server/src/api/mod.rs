@@ -1,9 +1,13 @@
 //! The REST API under `/api/v1`, one module per feature area.
 
+pub mod auth;
 pub mod context;
 pub mod error;
 pub mod health;
+pub mod keys;
 pub mod openapi;
+pub mod pagination;
+pub mod users;
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
@@ -17,6 +21,9 @@ pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(openapi::router())
+        .merge(auth::router())
+        .merge(keys::router())
+        .merge(users::router())
         // A route layer sees the matched route pattern, which is what the metrics label with.
         .route_layer(from_fn_with_state(state, crate::metrics::track))
         .fallback(|| async { ApiError::not_found("not_found", "no such route") })

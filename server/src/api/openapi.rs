@@ -6,17 +6,63 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use crate::api::error::ErrorBody;
-use crate::api::health;
+use crate::api::{auth, health, keys, users};
 use crate::startup::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "KeyGuard", description = "Signed access to LLM providers: provider keys stay on the server."),
-    paths(health::health, health::ready, openapi_json),
+    paths(
+        health::health,
+        health::ready,
+        openapi_json,
+        auth::login_handler,
+        auth::refresh_handler,
+        auth::logout_handler,
+        auth::me,
+        auth::setup_status,
+        auth::setup,
+        keys::list,
+        keys::get_one,
+        keys::create,
+        keys::rotate_secret,
+        keys::rotate_project_key,
+        keys::revoke,
+        users::list,
+        users::get_one,
+        users::create,
+        users::change_role,
+        users::disable,
+        users::enable,
+        users::reset_password,
+    ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
-    tags((name = "system", description = "Health and service description"))
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "system", description = "Health and service description"),
+        (name = "auth", description = "Dashboard sign-in and sessions"),
+        (name = "keys", description = "Project keys and provider credentials"),
+        (name = "users", description = "Dashboard accounts"),
+    )
 )]
 pub struct ApiDoc;
+
+/// Access tokens go in `Authorization: Bearer` (or the dashboard's HttpOnly cookie).
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build(),
+            ),
+        );
+    }
+}
 
 pub fn router() -> axum::Router<AppState> {
     axum::Router::new().route("/openapi.json", get(openapi_json))

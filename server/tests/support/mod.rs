@@ -23,6 +23,9 @@ use tempfile::TempDir;
 const DEFAULT_TEST_DATABASE_URL: &str = "postgres://keyguard:keyguard@127.0.0.1:5432/keyguard_test";
 const DEFAULT_TEST_NATS_URL: &str = "nats://127.0.0.1:4222";
 
+/// A password that satisfies the policy, for test accounts.
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
 /// The NATS server tests use (`KEYGUARD_TEST_NATS_URL`); `scripts/test.sh` starts it.
 pub fn nats_url() -> String {
     std::env::var("KEYGUARD_TEST_NATS_URL").unwrap_or_else(|_| DEFAULT_TEST_NATS_URL.to_owned())
@@ -122,6 +125,76 @@ impl TestApp {
         let response = self.client.get(self.url(path)).send().await.expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Sends a JSON request, with a bearer token when given; returns the status and the JSON body
+    /// (`null` for an empty body).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        (status, json)
+    }
+
+    /// Creates the first admin through the setup route and signs in; returns the access token.
+    pub async fn bootstrap_admin(&self) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/setup",
+                None,
+                Some(serde_json::json!({ "email": "admin@example.com", "name": "Ada Admin", "password": ADMIN_PASSWORD })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        self.login("admin@example.com", ADMIN_PASSWORD).await
+    }
+
+    /// Signs in and returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({ "email": email, "password": password })),
+            )
+            .await;
+        assert_eq!(status, 200, "login as {email}: {body}");
+        body["accessToken"].as_str().expect("an access token").to_owned()
+    }
+
+    /// Creates a user with the given role (as `admin_token`) and signs in as them.
+    pub async fn user_with_role(&self, admin_token: &str, role: &str) -> String {
+        let email = format!("{role}-{}@example.com", uuid::Uuid::new_v4().simple());
+        let (status, body) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                Some(admin_token),
+                Some(serde_json::json!({ "email": email, "name": role, "role": role, "password": ADMIN_PASSWORD })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        self.login(&email, ADMIN_PASSWORD).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,83 @@
+//! Everything a use case needs, built once per process: the store, the command side of each
+//! aggregate, the projections that keep the read models current, and the secrets envelope.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use cqrs_es::Aggregate;
+use domain::ErrorCode;
+use domain::api_key::ApiKey;
+use domain::device::Device;
+use domain::policy::Policy;
+use domain::user::User;
+
+use crate::audit::AuditRecorder;
+use crate::auth::{LoginThrottle, Sessions, SystemClock, ThrottleConfig, TokenIssuer};
+use crate::caller::Caller;
+use crate::error::ServiceError;
+use crate::events::EventBus;
+use crate::projections::{Projections, ProjectionsConfig};
+use crate::secrets::{Envelope, MasterKeys};
+use crate::store::{Cqrs, Database};
+
+pub struct Platform {
+    pub db: Database,
+    pub projections: Arc<Projections>,
+    pub envelope: Envelope,
+    pub bus: EventBus,
+    pub audit: AuditRecorder,
+    pub sessions: Sessions,
+    pub throttle: LoginThrottle,
+    /// Serializes the first-admin check of the setup page within this process.
+    pub(crate) setup_lock: tokio::sync::Mutex<()>,
+    pub(crate) devices: Cqrs<Device>,
+    pub(crate) api_keys: Cqrs<ApiKey>,
+    pub(crate) policies: Cqrs<Policy>,
+    pub(crate) users: Cqrs<User>,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform").field("db", &self.db.backend()).finish_non_exhaustive()
+    }
+}
+
+impl Platform {
+    pub fn new(db: Database, master_keys: Arc<MasterKeys>) -> Result<Self, ServiceError> {
+        let clock = Arc::new(SystemClock);
+        let tokens = TokenIssuer::new(&master_keys, clock.clone())
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(Self {
+            audit: AuditRecorder::new(db.clone()),
+            sessions: Sessions::new(db.clone(), Arc::new(tokens)),
+            throttle: LoginThrottle::new(ThrottleConfig::default(), clock),
+            setup_lock: tokio::sync::Mutex::new(()),
+            projections: Arc::new(Projections::new(db.clone(), ProjectionsConfig::default())),
+            envelope: Envelope::new(db.clone(), master_keys),
+            bus: EventBus::default(),
+            devices: db.cqrs(vec![], ()),
+            api_keys: db.cqrs(vec![], ()),
+            policies: db.cqrs(vec![], ()),
+            users: db.cqrs(vec![], ()),
+            db,
+        })
+    }
+
+    /// Runs a command on one aggregate with the caller's metadata, then brings the read models
+    /// up to date so that the caller reads its own write.
+    pub(crate) async fn execute<A>(
+        &self,
+        cqrs: &Cqrs<A>,
+        aggregate_id: &str,
+        command: A::Command,
+        caller: &Caller,
+    ) -> Result<(), ServiceError>
+    where
+        A: Aggregate,
+        A::Error: ErrorCode,
+    {
+        cqrs.execute_with_metadata(aggregate_id, command, caller.metadata(Utc::now())).await?;
+        self.projections.catch_up().await?;
+        Ok(())
+    }
+}
