@@ -90,6 +90,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
     pub db: Database,
+    /// The running app's services, for seeding state the API cannot create (yet) and for
+    /// catching the read models up after a direct write.
+    pub platform: std::sync::Arc<services::platform::Platform>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     _dir: Option<TempDir>,
     _data_dir: TempDir,
@@ -114,11 +117,20 @@ impl TestApp {
         let app = Application::build(&config).await.expect("build the application");
         let addr = app.local_addr();
         let db = app.state().db.clone();
+        let platform = app.state().platform.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
-        Self { addr, client: reqwest::Client::new(), db, shutdown: Some(tx), _dir: dir, _data_dir: data_dir }
+        Self {
+            addr,
+            client: reqwest::Client::new(),
+            db,
+            platform,
+            shutdown: Some(tx),
+            _dir: dir,
+            _data_dir: data_dir,
+        }
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
