@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use services::events::{EventBus, EventLog, StoredEvent};
 use services::outbox::{NatsTarget, OutboxConfig, OutboxRelay};
 use services::store::Database;
-use support::events::{enroll, eventually, metadata, nats_url};
+use support::events::{enroll, eventually, metadata, nats_url, publish_to_head, read_all};
 use support::{Backend, TestDb};
 use uuid::Uuid;
 
@@ -82,7 +82,7 @@ async fn head(db: &Database) -> i64 {
 /// Checks the stream holds exactly the store's events: each once, in global order, under its
 /// own subject and message id.
 async fn assert_stream_matches_store(js: &jetstream::Context, target: &NatsTarget, db: &Database) {
-    let stored = EventLog::new(db.clone()).read_after(0, 10_000).await.unwrap();
+    let stored = read_all(db).await;
     let published = read_stream(js, target).await;
     assert_eq!(published.len(), stored.len(), "every event is published exactly once");
     let ids: HashSet<&str> = published.iter().map(|(_, id, _)| id.as_str()).collect();
@@ -131,7 +131,7 @@ async fn concurrent_appends_reach_nats_once_and_in_order(backend: Backend) {
         writer.await.unwrap();
     }
     let events = head(db).await;
-    let readable = EventLog::new(db.clone()).read_after(0, 10_000).await.unwrap().len() as i64;
+    let readable = read_all(db).await.len() as i64;
     assert_eq!(readable, 1 + 16 * 7 + 4 * 5);
 
     let checker = OutboxRelay::connect(db.clone(), EventBus::default(), config(&target)).await.unwrap();
@@ -171,7 +171,7 @@ async fn a_restarted_relay_publishes_nothing_twice_and_loses_nothing(backend: Ba
         enroll(db, Uuid::new_v4(), Uuid::new_v4(), None, &format!("before-{n}")).await;
     }
     let first = OutboxRelay::connect(db.clone(), EventBus::default(), config(&target)).await.unwrap();
-    assert_eq!(first.publish_pending().await.unwrap(), head(db).await);
+    assert_eq!(publish_to_head(db, &first).await, head(db).await);
     drop(first);
 
     // The crash: JetStream acknowledged events the checkpoint never recorded.
@@ -189,7 +189,7 @@ async fn a_restarted_relay_publishes_nothing_twice_and_loses_nothing(backend: Ba
 
     // Stream creation is idempotent, and the re-published events are dropped as duplicates.
     let restarted = OutboxRelay::connect(db.clone(), EventBus::default(), config(&target)).await.unwrap();
-    assert_eq!(restarted.publish_pending().await.unwrap(), head(db).await);
+    assert_eq!(publish_to_head(db, &restarted).await, head(db).await);
     assert_eq!(restarted.checkpoint().await.unwrap(), head(db).await);
     assert_stream_matches_store(&js, &target, db).await;
     js.delete_stream(&target.stream).await.unwrap();
@@ -211,9 +211,9 @@ async fn without_nats_the_bus_carries_every_event_in_order(backend: Backend) {
     for n in 0..12 {
         enroll(db, Uuid::new_v4(), Uuid::new_v4(), None, &format!("bus-{n}")).await;
     }
-    assert_eq!(relay.publish_pending().await.unwrap(), head(db).await);
+    assert_eq!(publish_to_head(db, &relay).await, head(db).await);
 
-    let stored = EventLog::new(db.clone()).read_after(0, 100).await.unwrap();
+    let stored = read_all(db).await;
     let mut received = Vec::new();
     while received.len() < stored.len() {
         let event = tokio::time::timeout(Duration::from_secs(10), subscription.next())

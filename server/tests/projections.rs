@@ -22,7 +22,9 @@ use services::read_models::devices::{DeviceFilter, StatusCounts};
 use services::read_models::users::UserFilter;
 use services::read_models::{self, PageRequest, api_keys, audit, devices, enrollment_codes, policies, users};
 use services::store::Database;
-use support::events::{READ_MODEL_TABLES, count, dump, enroll, eventually, metadata, scenario, sealed};
+use support::events::{
+    READ_MODEL_TABLES, count, dump, enroll, eventually, metadata, read_all, scenario, sealed,
+};
 use support::{Backend, TestDb};
 use uuid::Uuid;
 
@@ -292,7 +294,7 @@ async fn the_log_never_passes_an_uncommitted_append(backend: Backend) {
     let log = EventLog::new(db.clone());
     let first = Uuid::new_v4();
     enroll(db, first, Uuid::new_v4(), None, "first").await;
-    let before = log.read_after(0, 100).await.unwrap();
+    let before = read_all(db).await;
     assert_eq!(before.len(), 1);
 
     let held_id = Uuid::new_v4().to_string();
@@ -327,8 +329,12 @@ async fn the_log_never_passes_an_uncommitted_append(backend: Backend) {
         async move { enroll(&db, later, Uuid::new_v4(), None, "later").await }
     });
     for _ in 0..20 {
+        // Fewer is fine (another test's transaction may hold the reader back); more is not.
         let seen = log.read_after(0, 100).await.unwrap();
-        assert_eq!(seen, before, "the reader went past an uncommitted append");
+        assert!(
+            seen.iter().all(|e| before.contains(e)),
+            "the reader went past an uncommitted append: {seen:?}"
+        );
         tokio::task::yield_now().await;
     }
 
@@ -426,7 +432,7 @@ async fn audit_records_travel_like_any_event(backend: Backend) {
             .is_err()
     );
 
-    let log = EventLog::new(db.clone()).read_after(0, 100).await.unwrap();
+    let log = read_all(db).await;
     assert_eq!(log.len(), 3);
     assert_eq!(
         log.iter().map(|e| (e.aggregate_id.clone(), e.sequence)).collect::<Vec<_>>(),

@@ -267,3 +267,26 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Every committed event, once the log lets a reader see them all. On PostgreSQL the reader
+/// holds back while any older transaction in the cluster is in flight (another test's, say), so
+/// this polls up to the head instead of reading once.
+pub async fn read_all(db: &Database) -> Vec<services::events::StoredEvent> {
+    let log = services::events::EventLog::new(db.clone());
+    let head = log.head().await.unwrap();
+    eventually("the log to be readable up to its head", Duration::from_secs(10), || async {
+        let all = log.read_after(0, 100_000).await.unwrap();
+        (all.last().map_or(0, |e| e.position) == head).then_some(all)
+    })
+    .await
+}
+
+/// Runs `relay.publish_pending()` until it has published up to the head of the log.
+pub async fn publish_to_head(db: &Database, relay: &services::outbox::OutboxRelay) -> i64 {
+    let head = services::events::EventLog::new(db.clone()).head().await.unwrap();
+    eventually("the relay to publish up to the head", Duration::from_secs(10), || async {
+        let reached = relay.publish_pending().await.unwrap();
+        (reached == head).then_some(reached)
+    })
+    .await
+}
