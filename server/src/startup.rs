@@ -17,6 +17,8 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use services::events::EventBus;
+use services::outbox::{NatsTarget, OutboxConfig, OutboxRelay};
 use services::platform::Platform;
 use services::projections::ProjectionsTask;
 use services::secrets::MasterKeys;
@@ -50,6 +52,7 @@ pub struct Application {
     router: Router,
     state: AppState,
     projections: ProjectionsTask,
+    outbox: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -63,6 +66,7 @@ impl Application {
         // Bring the read models up to date before the first request reads them.
         platform.projections.catch_up().await.context("cannot bring the read models up to date")?;
         let projections = platform.projections.clone().spawn(&platform.bus);
+        let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
@@ -87,7 +91,7 @@ impl Application {
             platform,
         };
         let router = router(state.clone());
-        Ok(Self { listener, router, state, projections })
+        Ok(Self { listener, router, state, projections, outbox })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -106,6 +110,7 @@ impl Application {
             .await
             .context("the server stopped with an error")?;
         self.projections.shutdown().await;
+        self.outbox.abort();
         self.state.db.close().await;
         Ok(())
     }
@@ -124,6 +129,30 @@ pub fn router(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Runs the outbox relay: every committed event goes to the in-process bus and, when configured,
+/// to NATS JetStream. NATS being down at start-up does not stop the node: the relay keeps trying,
+/// events wait in the store meanwhile, and `/api/v1/ready` says the node is not ready.
+fn spawn_outbox(db: Database, bus: EventBus, nats_url: Option<String>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let config = OutboxConfig { nats: nats_url.map(NatsTarget::new), ..OutboxConfig::default() };
+        let mut backoff = std::time::Duration::from_millis(200);
+        let relay = loop {
+            match OutboxRelay::connect(db.clone(), bus.clone(), config.clone()).await {
+                Ok(relay) => break relay,
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?backoff, "outbox relay cannot start yet");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        };
+        // Dropping the task handle stops the relay, so hold it for as long as this task lives.
+        let task = relay.spawn();
+        std::future::pending::<()>().await;
+        drop(task);
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM, for graceful shutdown.

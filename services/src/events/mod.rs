@@ -43,3 +43,20 @@ pub enum EventLogError {
     #[error("event at position {position} is malformed: {reason}")]
     Malformed { position: i64, reason: String },
 }
+
+/// Payload fields that hold credential material (a password's hash, a provider secret's
+/// ciphertext). They stay in the store, which the aggregates replay, but nothing that leaves it
+/// for people or other systems (the audit log, NATS) carries them.
+const REDACTED_FIELDS: &[&str] = &["password_hash", "sealed_secret"];
+
+/// The payload with credential material replaced by `"<redacted>"`.
+pub fn redacted(mut payload: serde_json::Value) -> serde_json::Value {
+    if let serde_json::Value::Object(map) = &mut payload {
+        for field in REDACTED_FIELDS {
+            if let Some(value) = map.get_mut(*field) {
+                *value = serde_json::Value::String("<redacted>".to_owned());
+            }
+        }
+    }
+    payload
+}

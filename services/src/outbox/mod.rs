@@ -143,7 +143,9 @@ impl Nats {
             headers.insert("KeyGuard-Position", event.position.to_string().as_str());
             headers.insert("KeyGuard-Sequence", event.sequence.to_string().as_str());
             headers.insert("KeyGuard-Event-Type", event.event_type.as_str());
-            let payload = serde_json::to_vec(event).map_err(|e| failed(&e))?;
+            let published =
+                StoredEvent { payload: crate::events::redacted(event.payload.clone()), ..event.clone() };
+            let payload = serde_json::to_vec(&published).map_err(|e| failed(&e))?;
             let ack = self
                 .jetstream
                 .publish_with_headers(self.target.subject(event), headers, payload.into())

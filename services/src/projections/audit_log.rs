@@ -13,8 +13,6 @@ pub(super) const TABLES: &[&str] = &["audit_log"];
 
 /// Payload fields that hold a secret or its stand-in; the audit trail shows that they changed,
 /// not what they are.
-const REDACTED_FIELDS: &[&str] = &["password_hash", "sealed_secret"];
-
 pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
     // The typed form when it parses; the raw keys otherwise, so an odd record is still shown.
     let typed = EventMetadata::from_map(&event.metadata).ok();
@@ -56,7 +54,7 @@ pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), Projec
             summary(event),
             device_id,
             api_key_id,
-            redacted(event.payload.clone()),
+            crate::events::redacted(event.payload.clone()),
             at,
         ],
     )
@@ -111,15 +109,4 @@ fn summary(event: &StoredEvent) -> String {
         "PolicyCleared" => format!("Policy cleared for {}", event.aggregate_id),
         other => other.to_owned(),
     }
-}
-
-fn redacted(mut payload: Value) -> Value {
-    if let Value::Object(map) = &mut payload {
-        for field in REDACTED_FIELDS {
-            if let Some(value) = map.get_mut(*field) {
-                *value = Value::String("<redacted>".to_owned());
-            }
-        }
-    }
-    payload
 }
