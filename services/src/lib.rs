@@ -7,12 +7,16 @@
 pub mod audit;
 pub mod auth;
 pub mod caller;
+pub mod devices;
+pub mod enrollment_codes;
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod keys;
 pub mod login;
 pub mod outbox;
 pub mod platform;
+pub mod policies;
 pub mod projections;
 pub mod read_models;
 pub mod secrets;
