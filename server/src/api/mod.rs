@@ -1,5 +1,6 @@
 //! The REST API under `/api/v1`, one module per feature area.
 
+pub mod audit;
 pub mod auth;
 pub mod context;
 pub mod error;
@@ -22,6 +23,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(health::router())
         .merge(openapi::router())
         .merge(auth::router())
+        .merge(audit::router())
         .merge(keys::router())
         .merge(users::router())
         // A route layer sees the matched route pattern, which is what the metrics label with.

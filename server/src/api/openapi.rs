@@ -6,7 +6,7 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use crate::api::error::ErrorBody;
-use crate::api::{auth, health, keys, users};
+use crate::api::{audit, auth, health, keys, users};
 use crate::startup::AppState;
 
 #[derive(OpenApi)]
@@ -35,6 +35,8 @@ use crate::startup::AppState;
         users::disable,
         users::enable,
         users::reset_password,
+        audit::list,
+        audit::get_one,
     ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
     modifiers(&BearerAuth),
@@ -44,6 +46,7 @@ use crate::startup::AppState;
         (name = "auth", description = "Dashboard sign-in and sessions"),
         (name = "keys", description = "Project keys and provider credentials"),
         (name = "users", description = "Dashboard accounts"),
+        (name = "audit", description = "The audit trail"),
     )
 )]
 pub struct ApiDoc;
