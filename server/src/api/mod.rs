@@ -3,11 +3,14 @@
 pub mod audit;
 pub mod auth;
 pub mod context;
+pub mod devices;
 pub mod error;
 pub mod health;
+pub mod json;
 pub mod keys;
 pub mod openapi;
 pub mod pagination;
+pub mod policies;
 pub mod users;
 
 use axum::Router;
@@ -24,7 +27,9 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(openapi::router())
         .merge(auth::router())
         .merge(audit::router())
+        .merge(devices::router())
         .merge(keys::router())
+        .merge(policies::router())
         .merge(users::router())
         // A route layer sees the matched route pattern, which is what the metrics label with.
         .route_layer(from_fn_with_state(state, crate::metrics::track))

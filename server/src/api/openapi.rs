@@ -6,7 +6,7 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use crate::api::error::ErrorBody;
-use crate::api::{audit, auth, health, keys, users};
+use crate::api::{audit, auth, devices, health, keys, policies, users};
 use crate::startup::AppState;
 
 #[derive(OpenApi)]
@@ -35,6 +35,27 @@ use crate::startup::AppState;
         users::disable,
         users::enable,
         users::reset_password,
+        devices::list,
+        devices::get_one,
+        devices::approve,
+        devices::suspend,
+        devices::reactivate,
+        devices::rename,
+        devices::revoke,
+        devices::events,
+        devices::issue_code,
+        devices::list_codes,
+        devices::revoke_code,
+        policies::list,
+        policies::get_global,
+        policies::set_global,
+        policies::get_key,
+        policies::set_key,
+        policies::clear_key,
+        policies::get_device,
+        policies::set_device,
+        policies::clear_device,
+        policies::effective,
         audit::list,
         audit::get_one,
     ),
@@ -46,6 +67,9 @@ use crate::startup::AppState;
         (name = "auth", description = "Dashboard sign-in and sessions"),
         (name = "keys", description = "Project keys and provider credentials"),
         (name = "users", description = "Dashboard accounts"),
+        (name = "devices", description = "Enrolled devices and their history"),
+        (name = "enrollment codes", description = "One-time codes that let new devices enroll"),
+        (name = "policies", description = "Global, per-key and per-device policies"),
         (name = "audit", description = "The audit trail"),
     )
 )]
