@@ -1,7 +1,7 @@
 //! The command line of the `keyguard` binary. With no subcommand it serves, which is how
 //! cargo-leptos runs it.
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -20,4 +20,46 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations, then exit.
     Migrate,
+    /// Manage dashboard users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage the read models the projections keep.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+    /// Manage the master key that wraps every data key.
+    #[command(subcommand)]
+    MasterKey(MasterKeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user (the first admin, typically). The password is read from standard input:
+    /// one line, or a prompt without echo on a terminal.
+    Create(CreateUserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CreateUserArgs {
+    /// The email the user signs in with.
+    #[arg(long)]
+    pub email: String,
+    /// `admin`, `operator` or `auditor`.
+    #[arg(long)]
+    pub role: String,
+    /// The name shown in the dashboard (default: the part of the email before `@`).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Rebuild every read model from the event store.
+    Rebuild,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MasterKeyCommand {
+    /// Re-wrap every data key under the current master key (KEYGUARD_MASTER_KEY), unwrapping
+    /// with the previous ones (KEYGUARD_PREVIOUS_MASTER_KEYS).
+    Rotate,
 }

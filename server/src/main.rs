@@ -4,10 +4,10 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use server::cli::{Cli, Command};
+use server::commands;
 use server::config::Config;
 use server::startup::{Application, shutdown_signal};
 use server::telemetry;
-use services::store::Database;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -22,7 +22,10 @@ async fn main() -> ExitCode {
     telemetry::init(&config.log_filter, config.log_format);
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config).await,
-        Command::Migrate => migrate(&config).await,
+        Command::Migrate => commands::migrate(&config).await,
+        Command::User(command) => commands::user::run(&config, command).await,
+        Command::Projections(command) => commands::projections::run(&config, command).await,
+        Command::MasterKey(command) => commands::master_key::run(&config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,12 +38,4 @@ async fn main() -> ExitCode {
 
 async fn serve(config: &Config) -> anyhow::Result<()> {
     Application::build(config).await?.run_until(shutdown_signal()).await
-}
-
-async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let db = Database::connect(&config.database, 1).await?;
-    db.migrate().await?;
-    println!("migrations applied ({})", config.database.describe());
-    db.close().await;
-    Ok(())
 }
