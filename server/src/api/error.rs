@@ -195,6 +195,35 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<services::error::ServiceError> for ApiError {
+    fn from(err: services::error::ServiceError) -> Self {
+        use services::error::ServiceError as S;
+        match err {
+            S::Refused { code, message } => match classify(code) {
+                Kind::NotFound => Self::NotFound { code, message },
+                Kind::Invalid => Self::BadRequest { code, message, fields: BTreeMap::new() },
+                Kind::Conflict => Self::Conflict { code, message },
+                Kind::Refused => Self::Unprocessable { code, message },
+            },
+            S::Invalid { field, code, message } => Self::BadRequest {
+                code,
+                message: format!("{field}: {message}"),
+                fields: BTreeMap::from([(field.to_owned(), message)]),
+            },
+            S::NotFound { code, message } => Self::NotFound { code, message },
+            S::Concurrent => Self::Conflict {
+                code: "concurrent_modification",
+                message: "someone else changed this at the same moment; reload and try again".into(),
+            },
+            S::Unavailable(cause) => {
+                tracing::error!(%cause, "dependency unavailable");
+                Self::Unavailable
+            }
+            S::Internal(cause) => Self::Internal(anyhow::anyhow!(cause)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,34 +265,5 @@ mod tests {
             ApiError::TooManyRequests { code: "rate_limited", retry_after_secs: 7 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[header::RETRY_AFTER], "7");
-    }
-}
-
-impl From<services::error::ServiceError> for ApiError {
-    fn from(err: services::error::ServiceError) -> Self {
-        use services::error::ServiceError as S;
-        match err {
-            S::Refused { code, message } => match classify(code) {
-                Kind::NotFound => Self::NotFound { code, message },
-                Kind::Invalid => Self::BadRequest { code, message, fields: BTreeMap::new() },
-                Kind::Conflict => Self::Conflict { code, message },
-                Kind::Refused => Self::Unprocessable { code, message },
-            },
-            S::Invalid { field, code, message } => Self::BadRequest {
-                code,
-                message: format!("{field}: {message}"),
-                fields: BTreeMap::from([(field.to_owned(), message)]),
-            },
-            S::NotFound { code, message } => Self::NotFound { code, message },
-            S::Concurrent => Self::Conflict {
-                code: "concurrent_modification",
-                message: "someone else changed this at the same moment; reload and try again".into(),
-            },
-            S::Unavailable(cause) => {
-                tracing::error!(%cause, "dependency unavailable");
-                Self::Unavailable
-            }
-            S::Internal(cause) => Self::Internal(anyhow::anyhow!(cause)),
-        }
     }
 }
