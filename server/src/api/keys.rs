@@ -2,13 +2,13 @@
 //! provider secret or a project key hash; a new project key is returned once, at creation or
 //! rotation.
 
+use crate::api::json::Json;
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use domain::api_key::ApiKeyStatus;
-use domain::user::Permission;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use services::keys::{self, IssuedKey, NewKey};
@@ -18,7 +18,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::api::auth::CurrentUser;
+use crate::api::auth::Authorized;
+use crate::api::auth::perm::*;
 use crate::api::pagination::PageResponse;
 use crate::startup::AppState;
 
@@ -116,10 +117,9 @@ pub struct KeyQuery {
 #[utoipa::path(get, path = "/api/v1/keys", tag = "keys", params(KeyQuery), responses((status = 200, body = PageResponse<KeyResponse>)))]
 pub async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Query(query): Query<KeyQuery>,
 ) -> Result<Json<PageResponse<KeyResponse>>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     let filter = ApiKeyFilter {
         status: match query.status.as_deref().filter(|s| !s.is_empty()) {
             None => None,
@@ -146,10 +146,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "keys", responses((status = 200, body = KeyResponse), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<KeyResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     Ok(Json(keys::get(&state.platform, id).await?.into()))
 }
 
@@ -180,11 +179,10 @@ pub struct CreateKeyRequest {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageKeys>,
     headers: HeaderMap,
     Json(body): Json<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<IssuedKeyResponse>), ApiError> {
-    user.require(Permission::ManageKeys)?;
     let provider_key = body
         .provider_key
         .or_else(|| {
@@ -217,11 +215,10 @@ pub struct RotateSecretRequest {
 #[utoipa::path(post, path = "/api/v1/keys/{id}/rotate-secret", tag = "keys", request_body = RotateSecretRequest, responses((status = 200, body = KeyResponse)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageKeys>,
     Path(id): Path<Uuid>,
     Json(body): Json<RotateSecretRequest>,
 ) -> Result<Json<KeyResponse>, ApiError> {
-    user.require(Permission::ManageKeys)?;
     if body.provider_key.expose_secret().trim().is_empty() {
         return Err(ApiError::bad_field("providerKey", "must not be empty"));
     }
@@ -242,11 +239,10 @@ pub struct RotateKeyRequest {
 #[utoipa::path(post, path = "/api/v1/keys/{id}/rotate", tag = "keys", request_body = RotateKeyRequest, responses((status = 200, body = IssuedKeyResponse)))]
 pub async fn rotate_project_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageKeys>,
     Path(id): Path<Uuid>,
     body: Option<Json<RotateKeyRequest>>,
 ) -> Result<Json<IssuedKeyResponse>, ApiError> {
-    user.require(Permission::ManageKeys)?;
     let seconds = body.and_then(|Json(b)| b.grace_period_seconds).unwrap_or(0);
     if seconds < 0 {
         return Err(ApiError::bad_field("gracePeriodSeconds", "must not be negative"));
@@ -266,11 +262,10 @@ pub struct RevokeRequest {
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", request_body = RevokeRequest, responses((status = 200, body = KeyResponse)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageKeys>,
     Path(id): Path<Uuid>,
     body: Option<Json<RevokeRequest>>,
 ) -> Result<Json<KeyResponse>, ApiError> {
-    user.require(Permission::ManageKeys)?;
     let reason = body.and_then(|Json(b)| b.reason).unwrap_or_else(|| "revoked by an operator".into());
     Ok(Json(keys::revoke(&state.platform, &user.caller(), id, reason).await?.into()))
 }

@@ -1,12 +1,13 @@
 //! `/api/v1/users`: dashboard accounts, for admins (auditors may read them). No response ever
 //! carries a password hash.
 
+use crate::api::json::Json;
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::user::{Permission, Role};
+use domain::user::Role;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use services::read_models::PageRequest;
@@ -16,7 +17,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::api::auth::CurrentUser;
+use crate::api::auth::Authorized;
+use crate::api::auth::perm::*;
 use crate::api::keys::parse_opt;
 use crate::api::pagination::PageResponse;
 use crate::startup::AppState;
@@ -77,10 +79,9 @@ pub struct UserQuery {
 #[utoipa::path(get, path = "/api/v1/users", tag = "users", params(UserQuery), responses((status = 200, body = PageResponse<UserResponse>)))]
 pub async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadUsers>,
     Query(query): Query<UserQuery>,
 ) -> Result<Json<PageResponse<UserResponse>>, ApiError> {
-    user.require(Permission::ReadUsers)?;
     let filter = UserFilter {
         role: parse_opt::<Role>("role", query.role.as_deref())?,
         disabled: query.disabled,
@@ -94,10 +95,9 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/users/{id}", tag = "users", responses((status = 200, body = UserResponse)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadUsers>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    user.require(Permission::ReadUsers)?;
     Ok(Json(users::get(&state.platform, id).await?.into()))
 }
 
@@ -116,10 +116,9 @@ pub struct CreateUserRequest {
 #[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUserRequest, responses((status = 201, body = UserResponse), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageUsers>,
     Json(body): Json<CreateUserRequest>,
 ) -> Result<(StatusCode, Json<UserResponse>), ApiError> {
-    user.require(Permission::ManageUsers)?;
     let input = NewUser { email: body.email, name: body.name, role: body.role, password: body.password };
     Ok((StatusCode::CREATED, Json(users::create(&state.platform, &user.caller(), input).await?.into())))
 }
@@ -134,11 +133,10 @@ pub struct RoleRequest {
 #[utoipa::path(post, path = "/api/v1/users/{id}/role", tag = "users", request_body = RoleRequest, responses((status = 200, body = UserResponse)))]
 pub async fn change_role(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageUsers>,
     Path(id): Path<Uuid>,
     Json(body): Json<RoleRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    user.require(Permission::ManageUsers)?;
     Ok(Json(users::change_role(&state.platform, &user.caller(), id, &body.role).await?.into()))
 }
 
@@ -152,11 +150,10 @@ pub struct DisableRequest {
 #[utoipa::path(post, path = "/api/v1/users/{id}/disable", tag = "users", request_body = DisableRequest, responses((status = 200, body = UserResponse)))]
 pub async fn disable(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageUsers>,
     Path(id): Path<Uuid>,
     Json(body): Json<DisableRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    user.require(Permission::ManageUsers)?;
     Ok(Json(users::disable(&state.platform, &user.caller(), id, body.reason).await?.into()))
 }
 
@@ -164,10 +161,9 @@ pub async fn disable(
 #[utoipa::path(post, path = "/api/v1/users/{id}/enable", tag = "users", responses((status = 200, body = UserResponse)))]
 pub async fn enable(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageUsers>,
     Path(id): Path<Uuid>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    user.require(Permission::ManageUsers)?;
     Ok(Json(users::enable(&state.platform, &user.caller(), id).await?.into()))
 }
 
@@ -182,10 +178,9 @@ pub struct PasswordRequest {
 #[utoipa::path(post, path = "/api/v1/users/{id}/password", tag = "users", request_body = PasswordRequest, responses((status = 200, body = UserResponse)))]
 pub async fn reset_password(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageUsers>,
     Path(id): Path<Uuid>,
     Json(body): Json<PasswordRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    user.require(Permission::ManageUsers)?;
     Ok(Json(users::set_password(&state.platform, &user.caller(), id, body.password).await?.into()))
 }
