@@ -5,5 +5,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod metrics;
+pub mod proxy;
 pub mod startup;
 pub mod telemetry;

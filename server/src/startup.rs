@@ -65,6 +65,11 @@ impl Application {
         let platform = Arc::new(Platform::new(db.clone(), master_keys)?);
         // Bring the read models up to date before the first request reads them.
         platform.projections.catch_up().await.context("cannot bring the read models up to date")?;
+        platform
+            .gate
+            .start(&platform.bus, platform.projections.clone())
+            .await
+            .context("cannot load the proxy gate's caches")?;
         let projections = platform.projections.clone().spawn(&platform.bus);
         let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
         let listener = TcpListener::bind(config.listen_addr)
@@ -121,7 +126,7 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let options = state.leptos_options.clone();
     Router::new()
-        .nest("/api/v1", crate::api::router(state.clone()))
+        .nest("/api/v1", crate::api::router(state.clone()).merge(crate::proxy::router()))
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
         .leptos_routes(&state, routes, move || app::shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod auth;
 pub mod caller;
 pub mod devices;
+pub mod enrollment;
 pub mod enrollment_codes;
 pub mod error;
 pub mod events;

@@ -16,6 +16,7 @@ use crate::auth::{LoginThrottle, Sessions, SystemClock, ThrottleConfig, TokenIss
 use crate::caller::Caller;
 use crate::error::ServiceError;
 use crate::events::EventBus;
+use crate::gate::{Gate, GateConfig};
 use crate::projections::{Projections, ProjectionsConfig};
 use crate::secrets::{Envelope, MasterKeys};
 use crate::store::{Cqrs, Database};
@@ -28,6 +29,8 @@ pub struct Platform {
     pub audit: AuditRecorder,
     pub sessions: Sessions,
     pub throttle: LoginThrottle,
+    /// The proxy's gate: in-memory verification, policy and limits for signed requests.
+    pub gate: Gate,
     /// Serializes the first-admin check of the setup page within this process.
     pub(crate) setup_lock: tokio::sync::Mutex<()>,
     pub(crate) devices: Cqrs<Device>,
@@ -47,13 +50,15 @@ impl Platform {
         let clock = Arc::new(SystemClock);
         let tokens = TokenIssuer::new(&master_keys, clock.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let envelope = Envelope::new(db.clone(), master_keys);
         Ok(Self {
+            gate: Gate::new(db.clone(), envelope.clone(), GateConfig::default()),
             audit: AuditRecorder::new(db.clone()),
             sessions: Sessions::new(db.clone(), Arc::new(tokens)),
             throttle: LoginThrottle::new(ThrottleConfig::default(), clock),
             setup_lock: tokio::sync::Mutex::new(()),
             projections: Arc::new(Projections::new(db.clone(), ProjectionsConfig::default())),
-            envelope: Envelope::new(db.clone(), master_keys),
+            envelope,
             bus: EventBus::default(),
             devices: db.cqrs(vec![], ()),
             api_keys: db.cqrs(vec![], ()),

@@ -136,11 +136,32 @@ pub struct Projections {
     config: ProjectionsConfig,
     // Runs in this process take turns; across processes the checkpoint claim below decides.
     running: Mutex<()>,
+    /// Told about each batch this process committed (the proxy gate's caches).
+    listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+}
+
+/// Something that must see events as soon as the read models hold them, before the
+/// [`Projections::catch_up`] that applied them returns (so an admin's change is in force when
+/// the admin's request answers). Called with the projections' turn held: it must not call
+/// `catch_up` itself.
+pub trait AppliedListener: Send + Sync {
+    fn applied<'a>(&'a self, events: &'a [StoredEvent]) -> futures::future::BoxFuture<'a, ()>;
 }
 
 impl Projections {
     pub fn new(db: Database, config: ProjectionsConfig) -> Self {
-        Self { log: EventLog::new(db.clone()), db, config, running: Mutex::new(()) }
+        Self {
+            log: EventLog::new(db.clone()),
+            db,
+            config,
+            running: Mutex::new(()),
+            listener: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Registers the one listener; returns `false` if one was already registered.
+    pub fn set_listener(&self, listener: Arc<dyn AppliedListener>) -> bool {
+        self.listener.set(listener).is_ok()
     }
 
     /// Applies every event committed before the call and returns the position all read models
@@ -215,6 +236,9 @@ impl Projections {
                 }
             }
             // The others have moved on; the failed one keeps its checkpoint and retries next time.
+            if let Some(listener) = self.listener.get() {
+                listener.applied(&batch).await;
+            }
             if let Some(e) = first_error {
                 return Err(e);
             }

@@ -1,0 +1,20 @@
+//! The device-facing side of KeyGuard: enrollment, the signature check route and the signed
+//! proxy, all under `/api/v1`.
+
+pub mod enroll;
+pub mod gate_http;
+pub mod verify_test;
+
+use axum::Router;
+use axum::routing::{any, post};
+
+use crate::startup::AppState;
+
+/// The device-facing routes, to be nested under `/api/v1`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/keyguard/enroll", post(enroll::enroll))
+        // Any method reaches the gate, so that a request signed for another method is refused
+        // (and audited) as a bad signature rather than a 405.
+        .route("/keyguard/verify-test", any(verify_test::verify_test))
+}

@@ -1,0 +1,149 @@
+//! Replay protection (server rule 7): every nonce a verified request carried, per (project,
+//! keyId), kept for at least twice the window it was checked against.
+//!
+//! The store is split into shards by a hash of the entry, each behind its own mutex held for one
+//! probe and insert, so concurrent requests rarely meet. Each shard also keeps its entries in
+//! arrival order and drops expired ones from the front on every insert, so memory follows the
+//! request rate over the retention time. A hard cap bounds it: when a shard is full of live
+//! nonces the request is refused (fail closed) rather than forgetting a nonce that could then be
+//! replayed.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+const SHARDS: usize = 64;
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Entry {
+    api_key_id: Uuid,
+    key_id: String,
+    nonce: [u8; 16],
+}
+
+#[derive(Default)]
+struct Shard {
+    expiry: HashMap<Entry, Instant>,
+    order: VecDeque<(Instant, Entry)>,
+}
+
+impl Shard {
+    fn purge(&mut self, now: Instant) {
+        while let Some((at, _)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            let (at, entry) = self.order.pop_front().expect("front exists");
+            // Only forget the entry if it was not recorded again later with a later expiry.
+            if self.expiry.get(&entry).is_some_and(|e| *e <= at) {
+                self.expiry.remove(&entry);
+            }
+        }
+    }
+}
+
+/// Why a nonce was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NonceRefusal {
+    Replayed,
+    StoreFull,
+}
+
+pub(crate) struct NonceStore {
+    shards: Vec<Mutex<Shard>>,
+    max_per_shard: usize,
+}
+
+impl NonceStore {
+    pub fn new(max_entries: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            max_per_shard: (max_entries / SHARDS).max(1),
+        }
+    }
+
+    /// Records the nonce if it was not seen within its retention; atomic per entry.
+    pub fn record(
+        &self,
+        api_key_id: Uuid,
+        key_id: &str,
+        nonce: [u8; 16],
+        retention: Duration,
+        now: Instant,
+    ) -> Result<(), NonceRefusal> {
+        let entry = Entry { api_key_id, key_id: key_id.to_owned(), nonce };
+        let mut hasher = DefaultHasher::new();
+        entry.hash(&mut hasher);
+        let shard = &self.shards[(hasher.finish() as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        shard.purge(now);
+        if shard.expiry.get(&entry).is_some_and(|until| *until > now) {
+            return Err(NonceRefusal::Replayed);
+        }
+        if shard.expiry.len() >= self.max_per_shard {
+            return Err(NonceRefusal::StoreFull);
+        }
+        let until = now + retention;
+        shard.expiry.insert(entry.clone(), until);
+        shard.order.push_back((until, entry));
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).expiry.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nonce_is_refused_until_its_retention_ends() {
+        let store = NonceStore::new(1000);
+        let key = Uuid::new_v4();
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(240);
+        assert_eq!(store.record(key, "k", [1; 16], keep, t0), Ok(()));
+        assert_eq!(
+            store.record(key, "k", [1; 16], keep, t0 + Duration::from_secs(239)),
+            Err(NonceRefusal::Replayed)
+        );
+        // Another device or project may use the same bytes.
+        assert_eq!(store.record(key, "other", [1; 16], keep, t0), Ok(()));
+        assert_eq!(store.record(Uuid::new_v4(), "k", [1; 16], keep, t0), Ok(()));
+        assert_eq!(store.record(key, "k", [1; 16], keep, t0 + keep), Ok(()));
+    }
+
+    #[test]
+    fn expired_nonces_are_forgotten_and_live_ones_cap_the_store() {
+        let store = NonceStore::new(SHARDS * 2);
+        let key = Uuid::new_v4();
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(1);
+        let mut full = 0;
+        for i in 0..(SHARDS * 4) as u32 {
+            let mut n = [0; 16];
+            n[..4].copy_from_slice(&i.to_le_bytes());
+            if store.record(key, "k", n, keep, t0) == Err(NonceRefusal::StoreFull) {
+                full += 1;
+            }
+        }
+        assert!(full > 0 && store.len() <= SHARDS * 2);
+        // Once they expire, the next inserts purge them.
+        for i in 0..(SHARDS * 4) as u32 {
+            let mut n = [1; 16];
+            n[..4].copy_from_slice(&i.to_le_bytes());
+            let _ = store.record(key, "k", n, keep, t0 + Duration::from_secs(2));
+        }
+        assert!(store.len() <= SHARDS * 2);
+    }
+}
