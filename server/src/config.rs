@@ -7,10 +7,14 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
+
+use domain::provider::Provider;
 
 use leptos::config::LeptosOptions;
 use secrecy::SecretString;
 use services::secrets::MasterKeySource;
+pub use services::usage::AuditMode;
 pub use services::store::DatabaseConfig;
 use services::store::redact_url;
 
@@ -40,6 +44,35 @@ pub struct Config {
     pub site_root: String,
     pub site_pkg_dir: String,
     pub reload_port: u32,
+    pub upstream: UpstreamConfig,
+    /// Whether a proxied request waits until its usage record is durable (`KEYGUARD_AUDIT_MODE`).
+    pub audit_mode: AuditMode,
+}
+
+/// How the proxy reaches the providers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// `KEYGUARD_<PROVIDER>_BASE_URL`, without a trailing `/`; a key's own `baseUrl` wins over it.
+    pub openai_base_url: Option<String>,
+    pub anthropic_base_url: Option<String>,
+    pub google_base_url: Option<String>,
+    pub azure_base_url: Option<String>,
+    /// Establishing the connection (TCP and TLS).
+    pub connect_timeout: Duration,
+    /// The whole exchange, until the last byte of a streamed answer.
+    pub timeout: Duration,
+}
+
+impl UpstreamConfig {
+    /// The configured base URL for a provider, if any.
+    pub fn base_url(&self, provider: Provider) -> Option<&str> {
+        match provider {
+            Provider::OpenAi => self.openai_base_url.as_deref(),
+            Provider::Anthropic => self.anthropic_base_url.as_deref(),
+            Provider::Google => self.google_base_url.as_deref(),
+            Provider::Azure => self.azure_base_url.as_deref(),
+        }
+    }
 }
 
 /// A configuration mistake, phrased for the person who made it.
@@ -132,6 +165,28 @@ impl Config {
         let log_filter = get("KEYGUARD_LOG").unwrap_or("info,keyguard=info,server=info").to_owned();
         tracing_subscriber::EnvFilter::try_new(&log_filter)
             .map_err(|e| ConfigError::new("KEYGUARD_LOG", format!("is not a valid log filter ({e})")))?;
+        let upstream = UpstreamConfig {
+            openai_base_url: base_url("KEYGUARD_OPENAI_BASE_URL", get("KEYGUARD_OPENAI_BASE_URL"))?,
+            anthropic_base_url: base_url("KEYGUARD_ANTHROPIC_BASE_URL", get("KEYGUARD_ANTHROPIC_BASE_URL"))?,
+            google_base_url: base_url("KEYGUARD_GOOGLE_BASE_URL", get("KEYGUARD_GOOGLE_BASE_URL"))?,
+            azure_base_url: base_url("KEYGUARD_AZURE_BASE_URL", get("KEYGUARD_AZURE_BASE_URL"))?,
+            connect_timeout: seconds(
+                "KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS",
+                get("KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS"),
+                10,
+            )?,
+            timeout: seconds("KEYGUARD_UPSTREAM_TIMEOUT_SECS", get("KEYGUARD_UPSTREAM_TIMEOUT_SECS"), 600)?,
+        };
+        let audit_mode = match get("KEYGUARD_AUDIT_MODE").unwrap_or("async") {
+            "async" => AuditMode::Async,
+            "strict" => AuditMode::Strict,
+            other => {
+                return Err(ConfigError::new(
+                    "KEYGUARD_AUDIT_MODE",
+                    format!("must be `async` or `strict`, got `{other}`"),
+                ));
+            }
+        };
 
         Ok(Self {
             database,
@@ -146,6 +201,8 @@ impl Config {
             site_root: get("LEPTOS_SITE_ROOT").unwrap_or("target/site").to_owned(),
             site_pkg_dir: get("LEPTOS_SITE_PKG_DIR").unwrap_or("pkg").to_owned(),
             reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
+            upstream,
+            audit_mode,
         })
     }
 
@@ -240,6 +297,31 @@ fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
     ))
 }
 
+/// An upstream base URL: http(s), a host, no credentials, query or fragment; kept without a
+/// trailing `/` so that the upstream path can be appended.
+fn base_url(variable: &'static str, raw: Option<&str>) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let url = reqwest::Url::parse(raw)
+        .map_err(|e| ConfigError::new(variable, format!("is not a URL ({e}), e.g. https://api.openai.com")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(variable, "must be an http:// or https:// URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some()
+    {
+        return Err(ConfigError::new(variable, "must not carry credentials, a query or a fragment"));
+    }
+    Ok(Some(raw.trim_end_matches('/').to_owned()))
+}
+
+/// A whole number of seconds between 1 and one hour.
+fn seconds(variable: &'static str, raw: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
+    let secs = parse_or(variable, raw, default)?;
+    if !(1..=3600).contains(&secs) {
+        return Err(ConfigError::new(variable, format!("must be between 1 and 3600 seconds, got {secs}")));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
 fn parse_or<T: FromStr>(variable: &'static str, raw: Option<&str>, default: T) -> Result<T, ConfigError>
 where
     T::Err: std::fmt::Display,
@@ -306,12 +388,51 @@ mod tests {
             ("KEYGUARD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
             ("KEYGUARD_MASTER_KEY", "c2hvcnQ="),
             ("KEYGUARD_PREVIOUS_MASTER_KEYS", "not base64!"),
+            ("KEYGUARD_OPENAI_BASE_URL", "api.openai.com"),
+            ("KEYGUARD_ANTHROPIC_BASE_URL", "ftp://api.anthropic.com"),
+            ("KEYGUARD_GOOGLE_BASE_URL", "https://user:pw@example.com"),
+            ("KEYGUARD_AZURE_BASE_URL", "https://example.openai.azure.com/?x=1"),
+            ("KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS", "0"),
+            ("KEYGUARD_UPSTREAM_TIMEOUT_SECS", "soon"),
+            ("KEYGUARD_AUDIT_MODE", "sync"),
         ];
         for (variable, value) in cases {
             let err = config(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, *variable, "{value}");
             assert!(err.to_string().starts_with(variable), "{err}");
         }
+    }
+
+    #[test]
+    fn upstreams_default_to_the_public_providers_and_async_audit() {
+        let config = config(&[]).unwrap();
+        for provider in Provider::ALL {
+            assert_eq!(config.upstream.base_url(provider), None);
+        }
+        assert_eq!(config.upstream.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.upstream.timeout, Duration::from_secs(600));
+        assert_eq!(config.audit_mode, AuditMode::Async);
+    }
+
+    #[test]
+    fn upstream_settings_are_read() {
+        let config = config(&[
+            ("KEYGUARD_OPENAI_BASE_URL", "http://127.0.0.1:8080/"),
+            ("KEYGUARD_ANTHROPIC_BASE_URL", "https://anthropic.internal"),
+            ("KEYGUARD_GOOGLE_BASE_URL", "https://gemini.internal/base"),
+            ("KEYGUARD_AZURE_BASE_URL", "https://contoso.openai.azure.com"),
+            ("KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS", "3"),
+            ("KEYGUARD_UPSTREAM_TIMEOUT_SECS", "90"),
+            ("KEYGUARD_AUDIT_MODE", "strict"),
+        ])
+        .unwrap();
+        assert_eq!(config.upstream.base_url(Provider::OpenAi), Some("http://127.0.0.1:8080"));
+        assert_eq!(config.upstream.base_url(Provider::Anthropic), Some("https://anthropic.internal"));
+        assert_eq!(config.upstream.base_url(Provider::Google), Some("https://gemini.internal/base"));
+        assert_eq!(config.upstream.base_url(Provider::Azure), Some("https://contoso.openai.azure.com"));
+        assert_eq!(config.upstream.connect_timeout, Duration::from_secs(3));
+        assert_eq!(config.upstream.timeout, Duration::from_secs(90));
+        assert_eq!(config.audit_mode, AuditMode::Strict);
     }
 
     #[test]

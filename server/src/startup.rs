@@ -23,6 +23,7 @@ use services::platform::Platform;
 use services::projections::ProjectionsTask;
 use services::secrets::MasterKeys;
 use services::store::Database;
+use services::usage::UsageConfig;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -36,6 +37,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
     pub metrics: Metrics,
     pub platform: Arc<Platform>,
+    /// The proxy's pooled upstream client and provider settings.
+    pub proxy: crate::proxy::forward::Forwarder,
     /// Whether session cookies carry `Secure` (off only when serving on a loopback address).
     pub secure_cookies: bool,
 }
@@ -70,6 +73,7 @@ impl Application {
             .start(&platform.bus, platform.projections.clone())
             .await
             .context("cannot load the proxy gate's caches")?;
+        platform.usage.start(UsageConfig { mode: config.audit_mode, ..UsageConfig::default() });
         let projections = platform.projections.clone().spawn(&platform.bus);
         let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
         let listener = TcpListener::bind(config.listen_addr)
@@ -94,6 +98,8 @@ impl Application {
             metrics: Metrics::default(),
             secure_cookies: !config.listen_addr.ip().is_loopback(),
             platform,
+            proxy: crate::proxy::forward::Forwarder::new(&config.upstream)
+                .context("cannot build the proxy's HTTP client")?,
         };
         let router = router(state.clone());
         Ok(Self { listener, router, state, projections, outbox })
@@ -114,6 +120,8 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the server stopped with an error")?;
+        // Requests have finished: store the usage records still queued.
+        self.state.platform.usage.shutdown().await;
         self.projections.shutdown().await;
         self.outbox.abort();
         self.state.db.close().await;

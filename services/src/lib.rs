@@ -22,4 +22,5 @@ pub mod projections;
 pub mod read_models;
 pub mod secrets;
 pub mod store;
+pub mod usage;
 pub mod users;

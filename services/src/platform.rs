@@ -20,6 +20,7 @@ use crate::gate::{Gate, GateConfig};
 use crate::projections::{Projections, ProjectionsConfig};
 use crate::secrets::{Envelope, MasterKeys};
 use crate::store::{Cqrs, Database};
+use crate::usage::UsageWriter;
 
 pub struct Platform {
     pub db: Database,
@@ -31,6 +32,8 @@ pub struct Platform {
     pub throttle: LoginThrottle,
     /// The proxy's gate: in-memory verification, policy and limits for signed requests.
     pub gate: Gate,
+    /// The proxy's usage records, written in batches once `usage.start` runs.
+    pub usage: UsageWriter,
     /// Serializes the first-admin check of the setup page within this process.
     pub(crate) setup_lock: tokio::sync::Mutex<()>,
     pub(crate) devices: Cqrs<Device>,
@@ -56,6 +59,7 @@ impl Platform {
             audit: AuditRecorder::new(db.clone()),
             sessions: Sessions::new(db.clone(), Arc::new(tokens)),
             throttle: LoginThrottle::new(ThrottleConfig::default(), clock),
+            usage: UsageWriter::new(db.clone()),
             setup_lock: tokio::sync::Mutex::new(()),
             projections: Arc::new(Projections::new(db.clone(), ProjectionsConfig::default())),
             envelope,

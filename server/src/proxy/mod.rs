@@ -2,7 +2,10 @@
 //! proxy, all under `/api/v1`.
 
 pub mod enroll;
+pub mod forward;
 pub mod gate_http;
+mod metered;
+pub mod providers;
 pub mod verify_test;
 
 use axum::Router;
@@ -17,4 +20,6 @@ pub fn router() -> Router<AppState> {
         // Any method reaches the gate, so that a request signed for another method is refused
         // (and audited) as a bad signature rather than a 405.
         .route("/keyguard/verify-test", any(verify_test::verify_test))
+        // `/proxy/{provider}/{path}` too: the handler reads the first segment itself.
+        .route("/proxy/{*path}", any(forward::proxy))
 }

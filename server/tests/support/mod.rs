@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod events;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,391 @@
+//! Forwarding to the four providers over real HTTP: fake upstreams on loopback record what they
+//! received (exact body bytes, the injected key in the provider's header, nothing of KeyGuard's),
+//! the client gets the provider's answer unchanged and streamed, failures are 502/504, and every
+//! request leaves a `RequestCompleted` usage event with its token counts.
+//!
+//! These tests drive the forwarder behind a minimal front route with a constructed `Admitted`
+//! (the gate's verdict), so that they exercise forwarding alone.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::response::Response;
+use domain::protocol::KeyId;
+use domain::provider::Provider;
+use futures::StreamExt as _;
+use secrecy::zeroize::Zeroizing;
+use serde_json::Value;
+use server::proxy::forward::{Forwarder, ProxyRequest, split_provider};
+use services::events::{EventLog, StoredEvent};
+use services::gate::{Admitted, Upstream};
+use services::platform::Platform;
+use services::usage::USAGE_BATCH_TYPE;
+use support::upstream::{FakeUpstream, Reply, closed_port_url};
+use support::{Backend, TestApp};
+use uuid::Uuid;
+
+const SECRET: &str = "sk-provider-secret-0123456789";
+
+/// The real app (for its store and usage writer) plus a front route that forwards every request
+/// as if the gate had admitted it for `upstream`.
+struct Harness {
+    app: TestApp,
+    front: SocketAddr,
+    admitted: Admitted,
+    client: reqwest::Client,
+}
+
+#[derive(Clone)]
+struct Front {
+    forwarder: Forwarder,
+    platform: Arc<Platform>,
+    admitted: Admitted,
+}
+
+async fn front(State(front): State<Front>, request: Request) -> Response {
+    let received_at = Instant::now();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let (explicit, path) = split_provider(parts.uri.path());
+    let request = ProxyRequest {
+        method: parts.method,
+        path,
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+        received_at,
+    };
+    front.forwarder.forward(&front.platform, &front.admitted, explicit, request).await
+}
+
+fn upstream(provider: Provider, base_url: String) -> Upstream {
+    Upstream {
+        provider,
+        base_url: Some(base_url),
+        azure_deployment: None,
+        azure_api_version: None,
+        secret: Arc::new(Zeroizing::new(SECRET.to_owned())),
+    }
+}
+
+impl Harness {
+    async fn start(backend: Backend, upstream: Upstream) -> Self {
+        Self::start_with(backend, upstream, Duration::from_secs(30)).await
+    }
+
+    async fn start_with(backend: Backend, upstream: Upstream, timeout: Duration) -> Self {
+        let mut upstream_config = None;
+        let app = TestApp::spawn_with(backend, |config| {
+            config.upstream.connect_timeout = Duration::from_secs(2);
+            config.upstream.timeout = timeout;
+            upstream_config = Some(config.upstream.clone());
+        })
+        .await;
+        let forwarder = Forwarder::new(&upstream_config.unwrap()).unwrap();
+        let admitted = Admitted {
+            api_key_id: Uuid::new_v4(),
+            device_id: Uuid::new_v4(),
+            key_id: KeyId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+            upstream,
+            model: Some("test-model".to_owned()),
+        };
+        let state = Front { forwarder, platform: app.platform.clone(), admitted: admitted.clone() };
+        let router = axum::Router::new().fallback(front).with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { app, front: addr, admitted, client: reqwest::Client::new() }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.front)
+    }
+
+    /// A request carrying the headers a signed client sends, which must not reach the provider.
+    fn request(&self, method: reqwest::Method, path: &str, body: &'static [u8]) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("content-type", "application/json")
+            .header("x-keyguard-api-key", "kg_project_key")
+            .header("x-keyguard-signature", "c2lnbmF0dXJl")
+            .header("authorization", "Bearer client-token")
+            .header("cookie", "session=abc")
+            .header("x-trace", "kept")
+            .body(body)
+    }
+
+    /// The usage events stored so far, waiting (with a deadline) until there are `count`.
+    async fn usage_events(&self, count: usize) -> Vec<StoredEvent> {
+        let log = EventLog::new(self.app.db.clone());
+        support::events::eventually("the usage events", Duration::from_secs(10), || async {
+            let events: Vec<StoredEvent> = log
+                .read_after(0, 10_000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|e| e.aggregate_type == USAGE_BATCH_TYPE)
+                .collect();
+            (events.len() >= count).then_some(events)
+        })
+        .await
+    }
+}
+
+fn assert_nothing_of_keyguard(received: &support::upstream::Received) {
+    for name in received.headers.keys() {
+        assert!(!name.as_str().starts_with("x-keyguard-"), "{name} reached the provider");
+    }
+    assert!(received.headers.get("cookie").is_none());
+    assert_eq!(received.headers["x-trace"], "kept");
+}
+
+fn assert_usage(event: &StoredEvent, harness: &Harness, status: u64, tokens: (u64, u64)) {
+    let p = &event.payload;
+    assert_eq!(event.event_type, "RequestCompleted");
+    assert_eq!(p["type"], "RequestCompleted");
+    assert_eq!(p["api_key_id"], harness.admitted.api_key_id.to_string());
+    assert_eq!(p["device_id"], harness.admitted.device_id.to_string());
+    assert_eq!(p["status"], status);
+    assert_eq!(p["tokens_in"], tokens.0, "{p}");
+    assert_eq!(p["tokens_out"], tokens.1, "{p}");
+    assert_eq!(p["completed"], true, "{p}");
+    assert!(p["bytes_out"].as_u64().unwrap() > 0, "{p}");
+    let text = p.to_string();
+    assert!(!text.contains(SECRET), "the provider key is in a usage record: {text}");
+    assert!(!text.contains("Hello"), "a body is in a usage record: {text}");
+}
+
+const OPENAI_REQUEST: &[u8] =
+    b"{ \"model\" : \"gpt-4o\",\n  \"messages\": [{\"role\":\"user\",\"content\":\"Hello\"}] }";
+const OPENAI_ANSWER: &str = r#"{"id":"chatcmpl-1","choices":[{"message":{"content":"Hello there"}}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}"#;
+
+async fn openai_json_passes_through_with_the_bearer_key(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Json { status: 201, body: OPENAI_ANSWER.to_owned() }).await;
+    let harness = Harness::start(backend, upstream(Provider::OpenAi, fake.base_url())).await;
+
+    let response = harness
+        .request(reqwest::Method::POST, "/v1/chat/completions?limit=5&x=%2F", OPENAI_REQUEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.headers()["x-request-id"], "upstream-req-1");
+    assert_eq!(response.text().await.unwrap(), OPENAI_ANSWER);
+
+    let received = fake.single();
+    assert_eq!(received.method, "POST");
+    assert_eq!(received.target, "/v1/chat/completions?limit=5&x=%2F");
+    assert_eq!(&received.body[..], OPENAI_REQUEST, "the body bytes are forwarded exactly");
+    assert_eq!(received.headers["authorization"], format!("Bearer {SECRET}"));
+    assert_eq!(received.headers["content-type"], "application/json");
+    assert_nothing_of_keyguard(&received);
+
+    let events = harness.usage_events(1).await;
+    assert_usage(&events[0], &harness, 201, (12, 7));
+    assert_eq!(events[0].payload["bytes_in"], OPENAI_REQUEST.len());
+    assert_eq!(events[0].payload["path"], "/v1/chat/completions");
+}
+
+async fn a_get_keeps_its_method_and_an_upstream_error_its_status(backend: Backend) {
+    let error = r#"{"error":{"message":"quota","type":"insufficient_quota"}}"#;
+    let fake = FakeUpstream::spawn(Reply::Json { status: 429, body: error.to_owned() }).await;
+    let harness = Harness::start(backend, upstream(Provider::OpenAi, fake.base_url())).await;
+    let response = harness.client.get(harness.url("/openai/v1/models")).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.text().await.unwrap(), error);
+    let received = fake.single();
+    assert_eq!(received.method, "GET");
+    assert_eq!(received.target, "/v1/models");
+    assert!(received.body.is_empty());
+    let events = harness.usage_events(1).await;
+    assert_eq!(events[0].payload["status"], 429);
+}
+
+async fn anthropic_google_and_azure_get_their_own_headers(backend: Backend) {
+    // Anthropic: x-api-key and a default anthropic-version; no Authorization.
+    let answer = r#"{"content":[{"text":"Hi"}],"usage":{"input_tokens":9,"output_tokens":4}}"#;
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: answer.to_owned() }).await;
+    let harness = Harness::start(backend, upstream(Provider::Anthropic, fake.base_url())).await;
+    let body: &[u8] = br#"{"model":"claude","max_tokens":5,"messages":[]}"#;
+    let response =
+        harness.request(reqwest::Method::POST, "/anthropic/v1/messages", body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), answer);
+    let received = fake.single();
+    assert_eq!(received.target, "/v1/messages");
+    assert_eq!(&received.body[..], body);
+    assert_eq!(received.headers["x-api-key"], SECRET);
+    assert_eq!(received.headers["anthropic-version"], "2023-06-01");
+    assert!(received.headers.get("authorization").is_none());
+    assert_nothing_of_keyguard(&received);
+    assert_usage(&harness.usage_events(1).await[0], &harness, 200, (9, 4));
+
+    // Google Gemini: x-goog-api-key, never in the URL.
+    let answer = r#"{"candidates":[],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":3}}"#;
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: answer.to_owned() }).await;
+    let harness = Harness::start(backend, upstream(Provider::Google, fake.base_url())).await;
+    let path = "/v1beta/models/gemini-2.0-flash:generateContent?alt=json";
+    let response = harness.request(reqwest::Method::POST, path, body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let received = fake.single();
+    assert_eq!(received.target, path);
+    assert!(!received.target.contains(SECRET) && !received.target.contains("key="), "{}", received.target);
+    assert_eq!(received.headers["x-goog-api-key"], SECRET);
+    assert!(received.headers.get("authorization").is_none());
+    assert_nothing_of_keyguard(&received);
+    assert_usage(&harness.usage_events(1).await[0], &harness, 200, (5, 3));
+
+    // Azure OpenAI: api-key, the key's deployment and api-version, the client's query kept.
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let mut azure = upstream(Provider::Azure, fake.base_url());
+    azure.azure_deployment = Some("gpt4o-prod".to_owned());
+    azure.azure_api_version = Some("2024-06-01".to_owned());
+    let harness = Harness::start(backend, azure).await;
+    let response = harness
+        .request(reqwest::Method::POST, "/azure/chat/completions?api-version=1999-01-01&user=7", body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let received = fake.single();
+    assert_eq!(
+        received.target,
+        "/openai/deployments/gpt4o-prod/chat/completions?user=7&api-version=2024-06-01"
+    );
+    assert_eq!(received.headers["api-key"], SECRET);
+    assert!(received.headers.get("authorization").is_none());
+    assert_nothing_of_keyguard(&received);
+    assert_usage(&harness.usage_events(1).await[0], &harness, 200, (12, 7));
+}
+
+const ANTHROPIC_FIRST: &str = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n";
+const ANTHROPIC_REST: &str = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"Hello\"}}\n\n\
+    event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n\
+    event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+async fn a_stream_reaches_the_client_before_the_upstream_finishes(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Sse {
+        first: ANTHROPIC_FIRST.to_owned(),
+        rest: ANTHROPIC_REST.to_owned(),
+        paused: true,
+    })
+    .await;
+    let harness = Harness::start(backend, upstream(Provider::Anthropic, fake.base_url())).await;
+    let response = harness
+        .request(reqwest::Method::POST, "/v1/messages", br#"{"stream":true}"#)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.bytes_stream();
+    let mut seen = Vec::new();
+    // The upstream holds back everything after its first event until released below, so this
+    // only completes if the proxy passed the first event on without waiting for the rest.
+    while seen.len() < ANTHROPIC_FIRST.len() {
+        let chunk = body.next().await.expect("the first event").expect("a chunk");
+        seen.extend_from_slice(&chunk);
+    }
+    assert_eq!(seen, ANTHROPIC_FIRST.as_bytes());
+    fake.release();
+    while let Some(chunk) = body.next().await {
+        seen.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(String::from_utf8(seen).unwrap(), format!("{ANTHROPIC_FIRST}{ANTHROPIC_REST}"));
+    let event = &harness.usage_events(1).await[0];
+    assert_usage(event, &harness, 200, (25, 15));
+    assert_eq!(event.payload["streamed"], true);
+}
+
+async fn openai_stream_usage_comes_from_the_last_chunk(backend: Backend) {
+    let first = "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}],\"usage\":null}\n\n";
+    let rest = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":11}}\n\ndata: [DONE]\n\n";
+    let fake =
+        FakeUpstream::spawn(Reply::Sse { first: first.to_owned(), rest: rest.to_owned(), paused: false })
+            .await;
+    let harness = Harness::start(backend, upstream(Provider::OpenAi, fake.base_url())).await;
+    let body: &[u8] = br#"{"stream":true,"stream_options":{"include_usage":true}}"#;
+    let response = harness.request(reqwest::Method::POST, "/v1/chat/completions", body).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), format!("{first}{rest}"));
+    assert_usage(&harness.usage_events(1).await[0], &harness, 200, (30, 11));
+}
+
+async fn an_unreachable_upstream_is_502_and_a_slow_one_504(backend: Backend) {
+    let harness = Harness::start(backend, upstream(Provider::OpenAi, closed_port_url().await)).await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_unreachable");
+    let event = &harness.usage_events(1).await[0];
+    assert_eq!(event.payload["status"], 502);
+    assert_eq!(event.payload["error"], "upstream_unreachable");
+
+    let fake = FakeUpstream::spawn(Reply::Hang).await;
+    let harness =
+        Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), Duration::from_millis(300))
+            .await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
+    assert_eq!(response.status(), 504);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "upstream_timeout");
+    assert_eq!(fake.received().len(), 1);
+    assert_eq!(harness.usage_events(1).await[0].payload["error"], "upstream_timeout");
+}
+
+async fn strict_mode_stores_the_record_before_the_answer_ends(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let mut upstream_config = None;
+    let app = TestApp::spawn_with(backend, |config| {
+        config.audit_mode = server::config::AuditMode::Strict;
+        upstream_config = Some(config.upstream.clone());
+    })
+    .await;
+    let forwarder = Forwarder::new(&upstream_config.unwrap()).unwrap();
+    let admitted = Admitted {
+        api_key_id: Uuid::new_v4(),
+        device_id: Uuid::new_v4(),
+        key_id: KeyId::parse("0123456789abcdef0123456789abcdef").unwrap(),
+        upstream: upstream(Provider::OpenAi, fake.base_url()),
+        model: None,
+    };
+    let front_state = Front { forwarder, platform: app.platform.clone(), admitted: admitted.clone() };
+    let router = axum::Router::new().fallback(front).with_state(front_state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let response = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.text().await.unwrap(), OPENAI_ANSWER);
+    // Everything committed up to now, without waiting for more: strict mode stored the record
+    // before the last byte was sent.
+    let events: Vec<StoredEvent> = support::events::read_all(&app.db)
+        .await
+        .into_iter()
+        .filter(|e| e.aggregate_type == USAGE_BATCH_TYPE)
+        .collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].payload["tokens_in"], 12);
+}
+
+on_both_backends!(
+    openai_json_passes_through_with_the_bearer_key,
+    a_get_keeps_its_method_and_an_upstream_error_its_status,
+    anthropic_google_and_azure_get_their_own_headers,
+    a_stream_reaches_the_client_before_the_upstream_finishes,
+    openai_stream_usage_comes_from_the_last_chunk,
+    an_unreachable_upstream_is_502_and_a_slow_one_504,
+    strict_mode_stores_the_record_before_the_answer_ends,
+);

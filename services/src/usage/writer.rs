@@ -1,0 +1,318 @@
+//! The batch writer: usage records wait in a bounded queue and are appended to the event store
+//! together, at most one flush interval after the first of them arrived. A full queue drops the
+//! record (counted and logged) rather than slow the proxy, unless strict mode makes each request
+//! wait until its record is durable.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use domain::metadata::{Actor, EventMetadata};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::{REQUEST_COMPLETED, UsageRecord};
+use crate::store::Database;
+
+/// The aggregate type of a batch of usage records: a fresh UUID per batch, records at 1, 2, …
+pub const USAGE_BATCH_TYPE: &str = "usage_batch";
+const EVENT_VERSION: &str = "1.0";
+
+/// When a request's usage record must be durable (`KEYGUARD_AUDIT_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditMode {
+    /// Queued; stored within the flush interval. Never delays a response.
+    #[default]
+    Async,
+    /// Stored before the response (or the stream) ends.
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct UsageConfig {
+    pub mode: AuditMode,
+    /// Records that may wait for the writer; beyond that they are dropped (async mode).
+    pub capacity: usize,
+    /// The longest a record waits before its batch is written.
+    pub flush_interval: Duration,
+    pub max_batch: usize,
+}
+
+impl Default for UsageConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuditMode::Async,
+            capacity: 10_000,
+            flush_interval: Duration::from_millis(50),
+            max_batch: 500,
+        }
+    }
+}
+
+struct Queued {
+    record: UsageRecord,
+    /// Told whether the record was stored (strict mode).
+    stored: Option<oneshot::Sender<bool>>,
+}
+
+struct Started {
+    tx: mpsc::Sender<Queued>,
+    mode: AuditMode,
+}
+
+struct Inner {
+    db: Database,
+    started: OnceLock<Started>,
+    dropped: AtomicU64,
+    task: Mutex<Option<(tokio::task::JoinHandle<()>, oneshot::Sender<()>)>>,
+}
+
+/// The proxy's handle on the usage history. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageWriter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for UsageWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageWriter")
+            .field("mode", &self.mode())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UsageWriter {
+    /// A writer that keeps nothing until [`UsageWriter::start`] runs its batch task.
+    pub fn new(db: Database) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                started: OnceLock::new(),
+                dropped: AtomicU64::new(0),
+                task: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Starts the batch writer on the current runtime. A second call changes nothing.
+    pub fn start(&self, config: UsageConfig) {
+        let (tx, rx) = mpsc::channel(config.capacity.max(1));
+        if self.inner.started.set(Started { tx, mode: config.mode }).is_err() {
+            return;
+        }
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(run(self.inner.db.clone(), rx, stop_rx, config));
+        *self.inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, stop_tx));
+    }
+
+    pub fn mode(&self) -> AuditMode {
+        self.inner.started.get().map(|s| s.mode).unwrap_or_default()
+    }
+
+    /// Records dropped because the queue was full or the writer not running.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Queues a record. In strict mode, waits until it is stored; returns whether it was (in async
+    /// mode: whether it was queued).
+    pub async fn record(&self, record: UsageRecord) -> bool {
+        let Some(started) = self.inner.started.get() else {
+            self.count_drop("the usage writer is not running");
+            return false;
+        };
+        if started.mode == AuditMode::Async {
+            return self.record_now(record);
+        }
+        let (stored, done) = oneshot::channel();
+        if started.tx.send(Queued { record, stored: Some(stored) }).await.is_err() {
+            self.count_drop("the usage writer has stopped");
+            return false;
+        }
+        done.await.unwrap_or(false)
+    }
+
+    /// Queues a record without ever waiting (for paths that cannot wait, like a dropped stream).
+    pub fn record_now(&self, record: UsageRecord) -> bool {
+        let Some(started) = self.inner.started.get() else {
+            self.count_drop("the usage writer is not running");
+            return false;
+        };
+        match started.tx.try_send(Queued { record, stored: None }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.count_drop("the usage queue is full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.count_drop("the usage writer has stopped");
+                false
+            }
+        }
+    }
+
+    fn count_drop(&self, why: &str) {
+        let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(dropped_total = dropped, "usage record dropped: {why}");
+    }
+
+    /// Writes what is queued and stops the batch task (graceful shutdown).
+    pub async fn shutdown(&self) {
+        let task = self.inner.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((task, stop)) = task {
+            let _ = stop.send(());
+            if let Err(err) = task.await {
+                tracing::error!(error = %err, "the usage writer failed while stopping");
+            }
+        }
+    }
+}
+
+async fn run(
+    db: Database,
+    mut rx: mpsc::Receiver<Queued>,
+    mut stop: oneshot::Receiver<()>,
+    config: UsageConfig,
+) {
+    let max_batch = config.max_batch.max(1);
+    let mut stopping = false;
+    while !stopping {
+        let first = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            item = rx.recv() => match item {
+                Some(item) => item,
+                None => break,
+            },
+        };
+        let mut batch = vec![first];
+        if config.mode == AuditMode::Async {
+            let deadline = Instant::now() + config.flush_interval;
+            while batch.len() < max_batch {
+                tokio::select! {
+                    biased;
+                    _ = &mut stop => {
+                        stopping = true;
+                        break;
+                    }
+                    () = tokio::time::sleep_until(deadline) => break,
+                    item = rx.recv() => match item {
+                        Some(item) => batch.push(item),
+                        None => break,
+                    },
+                }
+            }
+        }
+        // Strict mode writes at once, with whatever else is already waiting.
+        while batch.len() < max_batch
+            && let Ok(item) = rx.try_recv()
+        {
+            batch.push(item);
+        }
+        write(&db, batch).await;
+    }
+    // Shutting down: refuse new records, then store everything already queued.
+    rx.close();
+    let mut batch = Vec::new();
+    while let Some(item) = rx.recv().await {
+        batch.push(item);
+        if batch.len() == max_batch {
+            write(&db, std::mem::take(&mut batch)).await;
+        }
+    }
+    write(&db, batch).await;
+}
+
+/// Stores one batch, retrying a failed write a few times, and tells waiting requests.
+async fn write(db: &Database, batch: Vec<Queued>) {
+    if batch.is_empty() {
+        return;
+    }
+    let mut records = Vec::with_capacity(batch.len());
+    let mut waiting = Vec::new();
+    for queued in batch {
+        records.push(queued.record);
+        waiting.extend(queued.stored);
+    }
+    let mut stored = false;
+    for attempt in 0..3u32 {
+        match append(db, &records).await {
+            Ok(id) => {
+                tracing::debug!(aggregate_id = %id, records = records.len(), "usage batch stored");
+                stored = true;
+                break;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, attempt, records = records.len(), "cannot store a usage batch");
+                tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+            }
+        }
+    }
+    if !stored {
+        tracing::error!(records = records.len(), "usage batch lost after retries");
+    }
+    for tx in waiting {
+        let _ = tx.send(stored);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AppendError {
+    #[error("{0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+/// Appends the records as one new `usage_batch` aggregate, atomically. Same columns as cqrs-es
+/// and the audit recorder write; the store fills `global_seq`, `event_id`, `tx_id`, `recorded_at`.
+async fn append(db: &Database, records: &[UsageRecord]) -> Result<Uuid, AppendError> {
+    let aggregate_id = Uuid::new_v4();
+    let id = aggregate_id.to_string();
+    let metadata = serde_json::to_string(&EventMetadata::new(Actor::system("proxy"), Utc::now()).to_map())?;
+    let payloads = records.iter().map(UsageRecord::to_payload).collect::<Result<Vec<_>, _>>()?;
+    match db {
+        Database::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            for (sequence, payload) in (1i64..).zip(&payloads) {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)",
+                )
+                .bind(USAGE_BATCH_TYPE)
+                .bind(&id)
+                .bind(sequence)
+                .bind(REQUEST_COMPLETED)
+                .bind(EVENT_VERSION)
+                .bind(payload)
+                .bind(&metadata)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            for (sequence, payload) in (1i64..).zip(&payloads) {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(USAGE_BATCH_TYPE)
+                .bind(&id)
+                .bind(sequence)
+                .bind(REQUEST_COMPLETED)
+                .bind(EVENT_VERSION)
+                .bind(payload)
+                .bind(&metadata)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(aggregate_id)
+}
