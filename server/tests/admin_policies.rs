@@ -257,6 +257,12 @@ async fn invalid_settings_name_their_field(backend: Backend) {
         assert_eq!(status, 400, "{path} {body}: {answer}");
         assert!(answer["fields"][field].is_string(), "{path} {body}: {answer}");
     }
+    // A misspelt restriction is refused rather than silently dropped.
+    let (status, answer) = app
+        .call(Method::PUT, &global, Some(&admin), settings(json!({ "ipWhitelist": ["10.0.0.0/8"] })))
+        .await;
+    assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_input")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("ipWhitelist"), "{answer}");
     // The window's bounds themselves are accepted.
     let (status, answer) = app
         .call(Method::PUT, &global, Some(&admin), settings(json!({ "timestampWindowSeconds": 900 })))

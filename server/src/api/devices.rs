@@ -5,10 +5,10 @@
 //! to that version, so two operators acting on the same device cannot both win. A code's text is
 //! answered once, when it is issued; listings show only its id, status, uses and expiry.
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::device::DeviceStatus;
 use domain::user::Permission;
@@ -22,7 +22,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::api::auth::CurrentUser;
+use crate::api::auth::perm::*;
+use crate::api::auth::{Authorized, CurrentUser};
+use crate::api::json::Json;
 use crate::api::keys::parse_opt;
 use crate::startup::AppState;
 
@@ -145,10 +147,9 @@ pub struct DeviceQuery {
 #[utoipa::path(get, path = "/api/v1/devices", tag = "devices", params(DeviceQuery), responses((status = 200, body = DeviceListResponse), (status = 400, body = crate::api::error::ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Query(query): Query<DeviceQuery>,
 ) -> Result<Json<DeviceListResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     let filter = DeviceFilter {
         status: match query.status.as_deref().filter(|s| !s.is_empty()) {
             None => None,
@@ -205,10 +206,9 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 #[utoipa::path(get, path = "/api/v1/devices/{id}", tag = "devices", responses((status = 200, body = DeviceResponse), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Path(id): Path<Uuid>,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     Ok(versioned(devices::get(&state.platform, id).await?))
 }
 
@@ -216,11 +216,10 @@ pub async fn get_one(
 #[utoipa::path(patch, path = "/api/v1/devices/{id}/approve", tag = "devices", params(("If-Match" = Option<String>, Header, description = "The version from the ETag")), responses((status = 200, body = DeviceResponse), (status = 404, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn approve(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageDevices>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ManageDevices)?;
     let expected = if_match(&headers)?;
     Ok(versioned(devices::approve(&state.platform, &user.caller(), id, expected).await?))
 }
@@ -236,12 +235,11 @@ pub struct ReasonRequest {
 #[utoipa::path(patch, path = "/api/v1/devices/{id}/suspend", tag = "devices", request_body = ReasonRequest, params(("If-Match" = Option<String>, Header, description = "The version from the ETag")), responses((status = 200, body = DeviceResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn suspend(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageDevices>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     body: Option<Json<ReasonRequest>>,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ManageDevices)?;
     let expected = if_match(&headers)?;
     let reason = body.and_then(|Json(b)| b.reason).unwrap_or_default();
     Ok(versioned(devices::suspend(&state.platform, &user.caller(), id, reason, expected).await?))
@@ -251,11 +249,10 @@ pub async fn suspend(
 #[utoipa::path(patch, path = "/api/v1/devices/{id}/reactivate", tag = "devices", params(("If-Match" = Option<String>, Header, description = "The version from the ETag")), responses((status = 200, body = DeviceResponse), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn reactivate(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageDevices>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ManageDevices)?;
     let expected = if_match(&headers)?;
     Ok(versioned(devices::reactivate(&state.platform, &user.caller(), id, expected).await?))
 }
@@ -271,12 +268,11 @@ pub struct RenameRequest {
 #[utoipa::path(patch, path = "/api/v1/devices/{id}", tag = "devices", request_body = RenameRequest, params(("If-Match" = Option<String>, Header, description = "The version from the ETag")), responses((status = 200, body = DeviceResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn rename(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageDevices>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     Json(body): Json<RenameRequest>,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ManageDevices)?;
     let expected = if_match(&headers)?;
     Ok(versioned(devices::rename(&state.platform, &user.caller(), id, body.label, expected).await?))
 }
@@ -285,12 +281,11 @@ pub async fn rename(
 #[utoipa::path(delete, path = "/api/v1/devices/{id}", tag = "devices", request_body = ReasonRequest, params(("If-Match" = Option<String>, Header, description = "The version from the ETag")), responses((status = 200, body = DeviceResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageDevices>,
     Path(id): Path<Uuid>,
     headers: HeaderMap,
     body: Option<Json<ReasonRequest>>,
 ) -> Result<Versioned, ApiError> {
-    user.require(Permission::ManageDevices)?;
     let expected = if_match(&headers)?;
     let reason = body.and_then(|Json(b)| b.reason).unwrap_or_default();
     Ok(versioned(devices::revoke(&state.platform, &user.caller(), id, reason, expected).await?))
@@ -337,6 +332,7 @@ pub async fn events(
     user: CurrentUser,
     Path(id): Path<Uuid>,
 ) -> Result<Json<Vec<DeviceEventResponse>>, ApiError> {
+    // The history is configuration and audit trail alike: either permission reads it.
     user.require(Permission::ReadConfiguration).or_else(|_| user.require(Permission::ReadAudit))?;
     let history = devices::history(&state.platform, id).await?;
     Ok(Json(history.into_iter().map(DeviceEventResponse::from).collect()))
@@ -389,10 +385,9 @@ impl From<IssuedCode> for IssuedCodeResponse {
 #[utoipa::path(post, path = "/api/v1/devices/enrollment-code", tag = "enrollment codes", request_body = IssueCodeRequest, responses((status = 201, body = IssuedCodeResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn issue_code(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageEnrollmentCodes>,
     body: Option<Json<IssueCodeRequest>>,
 ) -> Result<(StatusCode, Json<IssuedCodeResponse>), ApiError> {
-    user.require(Permission::ManageEnrollmentCodes)?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let input = NewCode {
         api_key_id: body.api_key_id,
@@ -453,10 +448,9 @@ pub struct CodeQuery {
 #[utoipa::path(get, path = "/api/v1/devices/enrollment-codes", tag = "enrollment codes", params(CodeQuery), responses((status = 200, body = Vec<EnrollmentCodeResponse>), (status = 400, body = crate::api::error::ErrorBody), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn list_codes(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Query(query): Query<CodeQuery>,
 ) -> Result<Json<Vec<EnrollmentCodeResponse>>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     let api_key_id = parse_opt("apiKeyId", query.api_key_id.as_deref())?;
     let codes = enrollment_codes::list(&state.platform, api_key_id).await?;
     Ok(Json(codes.into_iter().map(EnrollmentCodeResponse::from).collect()))
@@ -466,9 +460,8 @@ pub async fn list_codes(
 #[utoipa::path(delete, path = "/api/v1/devices/enrollment-codes/{code_id}", tag = "enrollment codes", responses((status = 200, body = EnrollmentCodeResponse), (status = 404, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn revoke_code(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManageEnrollmentCodes>,
     Path(code_id): Path<Uuid>,
 ) -> Result<Json<EnrollmentCodeResponse>, ApiError> {
-    user.require(Permission::ManageEnrollmentCodes)?;
     Ok(Json(enrollment_codes::revoke(&state.platform, &user.caller(), code_id).await?.into()))
 }

@@ -4,13 +4,12 @@
 //! Settings are camelCase here like the rest of the API; a field left out (or `null`) is not set
 //! at that level and falls back to the less specific ones.
 
+use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use domain::policy::{EffectivePolicy, PolicyScope, PolicySettings};
-use domain::user::Permission;
 use serde::{Deserialize, Serialize};
 use services::policies::{self, Effective, SettingsInput};
 use services::read_models::policies::PolicyView;
@@ -18,7 +17,9 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::api::auth::CurrentUser;
+use crate::api::auth::perm::*;
+use crate::api::auth::{Authorized, CurrentUser};
+use crate::api::json::Json;
 use crate::api::keys::parse_opt;
 use crate::startup::AppState;
 
@@ -140,9 +141,8 @@ pub struct SetPolicyRequest {
 #[utoipa::path(get, path = "/api/v1/policies", tag = "policies", responses((status = 200, body = Vec<PolicyResponse>)))]
 pub async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
 ) -> Result<Json<Vec<PolicyResponse>>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     Ok(Json(policies::all(&state.platform).await?.into_iter().map(PolicyResponse::from).collect()))
 }
 
@@ -150,9 +150,8 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/policies/global", tag = "policies", responses((status = 200, body = PolicyResponse)))]
 pub async fn get_global(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     let view = policies::get(&state.platform, PolicyScope::Global).await?;
     Ok(Json(view.map_or_else(|| PolicyResponse::empty(PolicyScope::Global), PolicyResponse::from)))
 }
@@ -161,10 +160,9 @@ pub async fn get_global(
 #[utoipa::path(put, path = "/api/v1/policies/global", tag = "policies", request_body = SetPolicyRequest, responses((status = 200, body = PolicyResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 409, body = crate::api::error::ErrorBody)))]
 pub async fn set_global(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManagePolicies>,
     Json(body): Json<SetPolicyRequest>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ManagePolicies)?;
     set(&state, &user, PolicyScope::Global, body).await
 }
 
@@ -172,10 +170,9 @@ pub async fn set_global(
 #[utoipa::path(get, path = "/api/v1/policies/keys/{api_key_id}", tag = "policies", responses((status = 200, body = PolicyResponse), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn get_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Path(api_key_id): Path<Uuid>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     get_override(&state, PolicyScope::ApiKey(api_key_id)).await
 }
 
@@ -183,11 +180,10 @@ pub async fn get_key(
 #[utoipa::path(put, path = "/api/v1/policies/keys/{api_key_id}", tag = "policies", request_body = SetPolicyRequest, responses((status = 200, body = PolicyResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn set_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManagePolicies>,
     Path(api_key_id): Path<Uuid>,
     Json(body): Json<SetPolicyRequest>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ManagePolicies)?;
     set(&state, &user, PolicyScope::ApiKey(api_key_id), body).await
 }
 
@@ -195,10 +191,9 @@ pub async fn set_key(
 #[utoipa::path(delete, path = "/api/v1/policies/keys/{api_key_id}", tag = "policies", responses((status = 204), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn clear_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManagePolicies>,
     Path(api_key_id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    user.require(Permission::ManagePolicies)?;
     policies::clear(&state.platform, &user.caller(), PolicyScope::ApiKey(api_key_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -207,10 +202,9 @@ pub async fn clear_key(
 #[utoipa::path(get, path = "/api/v1/policies/devices/{device_id}", tag = "policies", responses((status = 200, body = PolicyResponse), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn get_device(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Path(device_id): Path<Uuid>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     get_override(&state, PolicyScope::Device(device_id)).await
 }
 
@@ -218,11 +212,10 @@ pub async fn get_device(
 #[utoipa::path(put, path = "/api/v1/policies/devices/{device_id}", tag = "policies", request_body = SetPolicyRequest, responses((status = 200, body = PolicyResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn set_device(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManagePolicies>,
     Path(device_id): Path<Uuid>,
     Json(body): Json<SetPolicyRequest>,
 ) -> Result<Json<PolicyResponse>, ApiError> {
-    user.require(Permission::ManagePolicies)?;
     set(&state, &user, PolicyScope::Device(device_id), body).await
 }
 
@@ -230,10 +223,9 @@ pub async fn set_device(
 #[utoipa::path(delete, path = "/api/v1/policies/devices/{device_id}", tag = "policies", responses((status = 204), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn clear_device(
     State(state): State<AppState>,
-    user: CurrentUser,
+    user: Authorized<ManagePolicies>,
     Path(device_id): Path<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    user.require(Permission::ManagePolicies)?;
     policies::clear(&state.platform, &user.caller(), PolicyScope::Device(device_id)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -329,10 +321,9 @@ impl From<Effective> for EffectivePolicyResponse {
 #[utoipa::path(get, path = "/api/v1/policies/effective", tag = "policies", params(EffectiveQuery), responses((status = 200, body = EffectivePolicyResponse), (status = 400, body = crate::api::error::ErrorBody), (status = 404, body = crate::api::error::ErrorBody)))]
 pub async fn effective(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadConfiguration>,
     Query(query): Query<EffectiveQuery>,
 ) -> Result<Json<EffectivePolicyResponse>, ApiError> {
-    user.require(Permission::ReadConfiguration)?;
     let api_key_id = parse_opt("apiKeyId", query.api_key_id.as_deref())?;
     let device_id = parse_opt("deviceId", query.device_id.as_deref())?;
     Ok(Json(policies::effective(&state.platform, api_key_id, device_id).await?.into()))
