@@ -227,16 +227,13 @@ fn integer(
     raw: Option<&str>,
     range: std::ops::RangeInclusive<i64>,
 ) -> Result<Option<i64>, ApiError> {
+    let (low, high) = (*range.start(), *range.end());
     non_empty(raw)
         .map(|v| match v.parse::<i64>() {
             Ok(n) if range.contains(&n) => Ok(n),
-            Ok(_) if *range.end() == i64::MAX => {
-                Err(ApiError::bad_field(field, format!("must be at least {}", range.start())))
-            }
-            _ => Err(ApiError::bad_field(
-                field,
-                format!("`{v}` is not a whole number from {} to {}", range.start(), range.end()),
-            )),
+            Ok(_) if high == i64::MAX => Err(ApiError::bad_field(field, format!("must be at least {low}"))),
+            Ok(_) => Err(ApiError::bad_field(field, format!("must be from {low} to {high}"))),
+            Err(_) => Err(ApiError::bad_field(field, format!("`{v}` is not a whole number"))),
         })
         .transpose()
 }
