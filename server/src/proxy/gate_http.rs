@@ -58,13 +58,9 @@ impl GateRequest {
         };
         let gate = &state.platform.gate;
         let limit = gate.config().max_body_bytes;
-        let declared_too_large = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|len| len > limit as u64);
-        let body = if declared_too_large { None } else { axum::body::to_bytes(body, limit).await.ok() };
+        // Read up to the limit even when Content-Length already says more, so the client is
+        // done writing (small remainders) and reads the 413 instead of a reset connection.
+        let body = axum::body::to_bytes(body, limit).await.ok();
         match body {
             Some(body) => {
                 read.body = body;
