@@ -3,9 +3,11 @@
 //! the client gets the provider's answer unchanged and streamed, failures are 502/504, and every
 //! request leaves a `RequestCompleted` usage event with its token counts.
 //!
-//! These tests drive the forwarder behind a minimal front route with a constructed `Admitted`
-//! (the gate's verdict), so that they exercise forwarding alone.
+//! Most tests drive the forwarder behind a minimal front route with a constructed `Admitted`
+//! (the gate's verdict), so that they exercise forwarding alone; the last goes end to end through
+//! `/api/v1/proxy` with a key made over the API, an enrolled device and a kg-v1 signed request.
 
+mod device_support;
 mod support;
 
 use std::net::SocketAddr;
@@ -380,7 +382,63 @@ async fn strict_mode_stores_the_record_before_the_answer_ends(backend: Backend) 
     assert_eq!(events[0].payload["tokens_in"], 12);
 }
 
+async fn a_signed_request_goes_through_the_gate_to_the_provider(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let app = TestApp::spawn(backend).await;
+    let admin = app.bootstrap_admin().await;
+    let provider_key = "sk-e2e-provider-secret-0123456789";
+    let body = serde_json::json!({
+        "name": "e2e", "provider": "openai", "environment": "production",
+        "providerKey": provider_key, "baseUrl": fake.base_url(),
+    });
+    let (status, created) = app.call(reqwest::Method::POST, "/api/v1/keys", Some(&admin), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let project = device_support::Project {
+        id: created["key"]["id"].as_str().unwrap().parse().unwrap(),
+        raw: created["rawKey"].as_str().unwrap().to_owned(),
+    };
+    let code = device_support::issue_code(&app, &project, true, None).await;
+    let device = device_support::DeviceKey::generate();
+    let (status, enrolled) =
+        device_support::enroll(&app, &project.raw, &device.enrollment(Some(&code))).await;
+    assert_eq!(status, 201, "{enrolled}");
+    assert_eq!(enrolled["status"], "ACTIVE");
+
+    let path = "/api/v1/proxy/v1/chat/completions?trace=1";
+    let mut headers = device_support::sign(&device, &project.raw, "POST", path, OPENAI_REQUEST);
+    headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    let answer = device_support::send(&app, "POST", path, &headers, OPENAI_REQUEST.to_vec()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body, OPENAI_ANSWER);
+    let received = fake.single();
+    assert_eq!(received.target, "/v1/chat/completions?trace=1");
+    assert_eq!(&received.body[..], OPENAI_REQUEST);
+    assert_eq!(received.headers["authorization"], format!("Bearer {provider_key}"));
+    for name in received.headers.keys() {
+        assert!(!name.as_str().starts_with("x-keyguard-"), "{name} reached the provider");
+    }
+
+    // The same signed request again is a replay: refused before anything is forwarded.
+    let replay = device_support::send(&app, "POST", path, &headers, OPENAI_REQUEST.to_vec()).await;
+    assert_eq!(replay.status, 401);
+    assert_eq!(fake.received().len(), 1);
+
+    let log = EventLog::new(app.db.clone());
+    let event = support::events::eventually("the usage event", Duration::from_secs(10), || async {
+        log.read_after(0, 10_000).await.unwrap().into_iter().find(|e| e.aggregate_type == USAGE_BATCH_TYPE)
+    })
+    .await;
+    assert_eq!(event.payload["api_key_id"], project.id.to_string());
+    assert_eq!(event.payload["key_id"], device.key_id);
+    assert_eq!(
+        (event.payload["tokens_in"].as_u64(), event.payload["tokens_out"].as_u64()),
+        (Some(12), Some(7))
+    );
+    assert!(!event.payload.to_string().contains(provider_key));
+}
+
 on_both_backends!(
+    a_signed_request_goes_through_the_gate_to_the_provider,
     openai_json_passes_through_with_the_bearer_key,
     a_get_keeps_its_method_and_an_upstream_error_its_status,
     anthropic_google_and_azure_get_their_own_headers,
