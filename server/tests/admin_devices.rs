@@ -352,6 +352,8 @@ async fn enrollment_codes_are_shown_once_listed_without_secret_and_revoked(backe
         (json!({ "maxUses": 1001 }), "maxUses"),
         (json!({ "expiresInSeconds": 0 }), "expiresInSeconds"),
         (json!({ "expiresInSeconds": 31 * 24 * 3600 }), "expiresInSeconds"),
+        (json!({ "expiresInSeconds": i64::MAX / 1000 }), "expiresInSeconds"),
+        (json!({ "maxUses": -1 }), "maxUses"),
     ] {
         let (status, err) =
             app.call(Method::POST, "/api/v1/devices/enrollment-code", Some(&admin), Some(body.clone())).await;

@@ -46,13 +46,14 @@ pub async fn issue(platform: &Platform, caller: &Caller, input: NewCode) -> Resu
     let expires_at = input
         .expires_in_seconds
         .map(|secs| {
-            TimeDelta::try_seconds(secs).filter(|d| *d > TimeDelta::zero()).map(|d| at + d).ok_or_else(|| {
-                ServiceError::Invalid {
+            TimeDelta::try_seconds(secs)
+                .filter(|d| *d > TimeDelta::zero())
+                .and_then(|d| at.checked_add_signed(d))
+                .ok_or_else(|| ServiceError::Invalid {
                     field: "expiresInSeconds",
                     code: "invalid_enrollment_code_expiry",
-                    message: "must be a positive number of seconds".into(),
-                }
-            })
+                    message: "must be a positive number of seconds, at most 30 days".into(),
+                })
         })
         .transpose()?;
     let max_uses = input

@@ -188,9 +188,10 @@ fn versioned(v: VersionedDevice) -> Versioned {
     ([(header::ETAG, etag)], Json(v.device.into()))
 }
 
-/// The version a change is meant for, from `If-Match` (`"3"` or `3`); none means "whatever it is now".
+/// The version a change is meant for, from `If-Match` (`"3"` or `3`); none (or `*`) means
+/// "whatever it is now".
 fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
+    let Some(value) = headers.get(header::IF_MATCH).filter(|v| v.as_bytes() != b"*") else {
         return Ok(None);
     };
     value
