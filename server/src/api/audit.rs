@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use domain::user::Permission;
 use serde::{Deserialize, Serialize};
 use services::audit::AuditOutcome;
 use services::error::ServiceError;
@@ -15,7 +14,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::api::ApiError;
-use crate::api::auth::CurrentUser;
+use crate::api::auth::Authorized;
+use crate::api::auth::perm::ReadAudit;
 use crate::api::pagination::PageResponse;
 use crate::startup::AppState;
 
@@ -162,10 +162,9 @@ impl AuditQuery {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadAudit>,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<PageResponse<AuditEntryResponse>>, ApiError> {
-    user.require(Permission::ReadAudit)?;
     let filter = query.into_filter()?;
     let page = audit::list(&state.platform.db, &filter).await.map_err(ServiceError::from)?;
     Ok(Json(PageResponse::from_page(page, AuditEntryResponse::from)))
@@ -185,10 +184,9 @@ pub async fn list(
 )]
 pub async fn get_one(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _user: Authorized<ReadAudit>,
     Path(position): Path<String>,
 ) -> Result<Json<AuditEntryResponse>, ApiError> {
-    user.require(Permission::ReadAudit)?;
     let position = integer("position", Some(&position), 1..=i64::MAX)?.unwrap_or_default();
     audit::get(&state.platform.db, position)
         .await
