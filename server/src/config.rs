@@ -14,9 +14,9 @@ use domain::provider::Provider;
 use leptos::config::LeptosOptions;
 use secrecy::SecretString;
 use services::secrets::MasterKeySource;
-pub use services::usage::AuditMode;
 pub use services::store::DatabaseConfig;
 use services::store::redact_url;
+pub use services::usage::AuditMode;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,12 +301,16 @@ fn parse_database_url(url: &str) -> Result<DatabaseConfig, ConfigError> {
 /// trailing `/` so that the upstream path can be appended.
 fn base_url(variable: &'static str, raw: Option<&str>) -> Result<Option<String>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    let url = reqwest::Url::parse(raw)
-        .map_err(|e| ConfigError::new(variable, format!("is not a URL ({e}), e.g. https://api.openai.com")))?;
+    let url = reqwest::Url::parse(raw).map_err(|e| {
+        ConfigError::new(variable, format!("is not a URL ({e}), e.g. https://api.openai.com"))
+    })?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::new(variable, "must be an http:// or https:// URL with a host"));
     }
-    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some()
+    if !url.username().is_empty()
+        || url.password().is_some()
+        || url.query().is_some()
+        || url.fragment().is_some()
     {
         return Err(ConfigError::new(variable, "must not carry credentials, a query or a fragment"));
     }
