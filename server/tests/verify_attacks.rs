@@ -18,6 +18,9 @@ use services::gate::REJECTED_KIND;
 use services::policies::{self, SettingsInput};
 use support::{Backend, TestApp};
 
+/// (label, method, target, headers, body, the audited reason)
+type Attack = (&'static str, &'static str, String, Vec<(String, String)>, Vec<u8>, &'static str);
+
 const GENERIC: &str = r#"{"error":"unauthorized"}"#;
 
 /// An active device of `project`, enrolled with an auto-approving code; returns it and its id.
@@ -89,7 +92,7 @@ async fn forty_hostile_requests_get_the_generic_401_and_are_audited(backend: Bac
     let good = || sign(&device, key, "POST", VERIFY, &body);
 
     // (label, method, path, headers, body, expected reason)
-    let mut attacks: Vec<(&str, &str, String, Vec<(String, String)>, Vec<u8>, &str)> = Vec::new();
+    let mut attacks: Vec<Attack> = Vec::new();
     let replayed = good();
     let first = send(&app, "POST", VERIFY, &replayed, body.clone()).await;
     assert_eq!(first.status, 200, "{}", first.body);
@@ -308,7 +311,7 @@ async fn forty_hostile_requests_get_the_generic_401_and_are_audited(backend: Bac
         "timestamp without millis",
         "POST",
         VERIFY.into(),
-        replace(&good(), "x-keyguard-timestamp", &ts[..19].to_owned().replace('T', "T")),
+        replace(&good(), "x-keyguard-timestamp", &ts[..19]),
         body.clone(),
         "malformed_timestamp",
     ));

@@ -39,9 +39,12 @@ struct Gcra {
     tat: Instant,
 }
 
+/// One bucket per scope and limit.
+type Buckets = HashMap<(LimitScope, u32), Arc<Mutex<Gcra>>>;
+
 #[derive(Default)]
 pub(crate) struct RequestLimiter {
-    buckets: RwLock<HashMap<(LimitScope, u32), Arc<Mutex<Gcra>>>>,
+    buckets: RwLock<Buckets>,
 }
 
 impl RequestLimiter {
