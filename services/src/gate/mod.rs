@@ -608,13 +608,19 @@ fn explicit_provider(path_and_query: &str) -> Option<Provider> {
 fn model_of(body: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Model {
-        model: Option<String>,
+        model: Option<serde_json::Value>,
     }
     let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
     if body[start] != b'{' {
         return None;
     }
-    serde_json::from_slice::<Model>(body).ok()?.model
+    // A `model` that is not a string is kept as its JSON text, so an allow-list refuses it
+    // instead of letting it slip past unchecked.
+    match serde_json::from_slice::<Model>(body).ok()?.model? {
+        serde_json::Value::String(model) => Some(model),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -635,5 +641,6 @@ mod tests {
         assert_eq!(model_of(b""), None);
         assert_eq!(model_of(b"[1]"), None);
         assert_eq!(model_of(br#"{"messages":[]}"#), None);
+        assert_eq!(model_of(br#"{"model":["gpt-4o"]}"#).as_deref(), Some(r#"["gpt-4o"]"#));
     }
 }
