@@ -10,7 +10,7 @@ use domain::metadata::EventMetadata;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::Database;
+use crate::store::{BatchEvent, Database};
 
 /// The aggregate type under which audit records are stored.
 pub const AUDIT_RECORD_TYPE: &str = "audit_record";
@@ -120,49 +120,17 @@ impl AuditRecorder {
             }
             rows.push((record.kind.clone(), serde_json::to_string(record)?));
         }
-        // Same columns as cqrs-es writes; the store fills global_seq, event_id, tx_id, recorded_at.
         let id = aggregate_id.to_string();
-        match &self.db {
-            Database::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                for (sequence, (kind, payload)) in (1i64..).zip(&rows) {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                         event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)",
-                    )
-                    .bind(AUDIT_RECORD_TYPE)
-                    .bind(&id)
-                    .bind(sequence)
-                    .bind(kind)
-                    .bind(EVENT_VERSION)
-                    .bind(payload)
-                    .bind(&metadata)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-            Database::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                for (sequence, (kind, payload)) in (1i64..).zip(&rows) {
-                    sqlx::query(
-                        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                         event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(AUDIT_RECORD_TYPE)
-                    .bind(&id)
-                    .bind(sequence)
-                    .bind(kind)
-                    .bind(EVENT_VERSION)
-                    .bind(payload)
-                    .bind(&metadata)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-            }
-        }
-        tracing::debug!(aggregate_id = %id, records = rows.len(), "audit records stored");
+        let events: Vec<BatchEvent> = rows
+            .into_iter()
+            .map(|(kind, payload_json)| BatchEvent {
+                event_type: kind,
+                event_version: EVENT_VERSION.to_owned(),
+                payload_json,
+            })
+            .collect();
+        self.db.append_batch(AUDIT_RECORD_TYPE, &id, &events, &metadata).await?;
+        tracing::debug!(aggregate_id = %id, records = events.len(), "audit records stored");
         Ok(aggregate_id)
     }
 }

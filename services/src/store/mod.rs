@@ -80,6 +80,15 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// One event of a batch appended with [`Database::append_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchEvent {
+    pub event_type: String,
+    pub event_version: String,
+    /// The payload, already serialized to JSON text.
+    pub payload_json: String,
+}
+
 /// The cqrs-es framework for one aggregate, on our event store.
 pub type Cqrs<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
 
@@ -177,6 +186,46 @@ impl Database {
     pub fn cqrs<A: Aggregate>(&self, queries: Vec<Box<dyn Query<A>>>, services: A::Services) -> Cqrs<A> {
         let store = PersistedEventStore::new_event_store(self.event_repository());
         CqrsFramework::new(store, queries, services)
+    }
+
+    /// Appends events that no aggregate decides (audit records, usage batches) as one new
+    /// aggregate instance with sequences 1..=n, atomically. Same columns as cqrs-es writes; the
+    /// store fills `global_seq`, `event_id`, `tx_id` and `recorded_at`, so these events flow to
+    /// projections, the outbox and the audit trail like any other.
+    pub async fn append_batch(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: &[BatchEvent],
+        metadata_json: &str,
+    ) -> Result<(), sqlx::Error> {
+        const INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                              event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        // PostgreSQL's columns are `json`: the text parameters need the cast there.
+        const INSERT_PG: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                                 event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)";
+        macro_rules! insert_all {
+            ($pool:expr, $sql:expr) => {{
+                let mut tx = $pool.begin().await?;
+                for (sequence, event) in (1i64..).zip(events) {
+                    sqlx::query($sql)
+                        .bind(aggregate_type)
+                        .bind(aggregate_id)
+                        .bind(sequence)
+                        .bind(&event.event_type)
+                        .bind(&event.event_version)
+                        .bind(&event.payload_json)
+                        .bind(metadata_json)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
+            }};
+        }
+        match self {
+            Self::Postgres(pool) => insert_all!(pool, INSERT_PG),
+            Self::Sqlite(pool) => insert_all!(pool, INSERT),
+        }
     }
 
     /// Closes the pool, waiting for connections in use to be returned.

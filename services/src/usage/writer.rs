@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{REQUEST_COMPLETED, UsageRecord};
-use crate::store::Database;
+use crate::store::{BatchEvent, Database};
 
 /// The aggregate type of a batch of usage records: a fresh UUID per batch, records at 1, 2, …
 pub const USAGE_BATCH_TYPE: &str = "usage_batch";
@@ -273,46 +273,16 @@ async fn append(db: &Database, records: &[UsageRecord]) -> Result<Uuid, AppendEr
     let aggregate_id = Uuid::new_v4();
     let id = aggregate_id.to_string();
     let metadata = serde_json::to_string(&EventMetadata::new(Actor::system("proxy"), Utc::now()).to_map())?;
-    let payloads = records.iter().map(UsageRecord::to_payload).collect::<Result<Vec<_>, _>>()?;
-    match db {
-        Database::Postgres(pool) => {
-            let mut tx = pool.begin().await?;
-            for (sequence, payload) in (1i64..).zip(&payloads) {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)",
-                )
-                .bind(USAGE_BATCH_TYPE)
-                .bind(&id)
-                .bind(sequence)
-                .bind(REQUEST_COMPLETED)
-                .bind(EVENT_VERSION)
-                .bind(payload)
-                .bind(&metadata)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        Database::Sqlite(pool) => {
-            let mut tx = pool.begin().await?;
-            for (sequence, payload) in (1i64..).zip(&payloads) {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                     event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(USAGE_BATCH_TYPE)
-                .bind(&id)
-                .bind(sequence)
-                .bind(REQUEST_COMPLETED)
-                .bind(EVENT_VERSION)
-                .bind(payload)
-                .bind(&metadata)
-                .execute(&mut *tx)
-                .await?;
-            }
-            tx.commit().await?;
-        }
-    }
+    let events = records
+        .iter()
+        .map(|record| {
+            Ok(BatchEvent {
+                event_type: REQUEST_COMPLETED.to_owned(),
+                event_version: EVENT_VERSION.to_owned(),
+                payload_json: record.to_payload()?,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    db.append_batch(USAGE_BATCH_TYPE, &id, &events, &metadata).await?;
     Ok(aggregate_id)
 }
