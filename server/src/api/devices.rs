@@ -64,9 +64,16 @@ pub struct DeviceResponse {
     pub status_reason: Option<String>,
     pub enrolled_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The time of the device's latest proxied request.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Proxied requests, whatever their outcome.
     pub request_count: i64,
+    /// `tokensIn + tokensOut`.
     pub token_count: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Requests answered with status 400 or above, or not delivered in full.
+    pub error_count: i64,
 }
 
 impl From<DeviceView> for DeviceResponse {
@@ -89,6 +96,9 @@ impl From<DeviceView> for DeviceResponse {
             last_seen_at: d.last_seen_at,
             request_count: d.request_count,
             token_count: d.token_count,
+            tokens_in: d.tokens_in,
+            tokens_out: d.tokens_out,
+            error_count: d.error_count,
         }
     }
 }

@@ -55,6 +55,14 @@ pub struct KeyResponse {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Proxied requests through this key, whatever their outcome.
+    pub request_count: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Requests answered with status 400 or above, or not delivered in full.
+    pub error_count: i64,
+    /// The time of the latest proxied request through this key.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl From<ApiKeyView> for KeyResponse {
@@ -79,6 +87,11 @@ impl From<ApiKeyView> for KeyResponse {
             created_by: view.created_by,
             created_at: view.created_at,
             updated_at: view.updated_at,
+            request_count: view.request_count,
+            tokens_in: view.tokens_in,
+            tokens_out: view.tokens_out,
+            error_count: view.error_count,
+            last_used_at: view.last_used_at,
         }
     }
 }

@@ -8,11 +8,12 @@ use super::ProjectionError;
 use crate::audit::{AUDIT_RECORD_TYPE, AuditOutcome};
 use crate::events::StoredEvent;
 use crate::read_models::sql::{Tx, args};
+use crate::usage::USAGE_BATCH_TYPE;
 
 pub(super) const TABLES: &[&str] = &["audit_log"];
 
-/// Payload fields that hold a secret or its stand-in; the audit trail shows that they changed,
-/// not what they are.
+/// One row for `event`; secrets in its payload are redacted (the audit trail shows that they
+/// changed, not what they are).
 pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
     // The typed form when it parses; the raw keys otherwise, so an odd record is still shown.
     let typed = EventMetadata::from_map(&event.metadata).ok();
@@ -74,7 +75,7 @@ fn subjects(event: &StoredEvent) -> (Option<String>, Option<String>) {
             Some(("api_key", target)) => (None, Some(target.to_owned())),
             _ => (None, None),
         },
-        AUDIT_RECORD_TYPE => (field("device_id"), field("api_key_id")),
+        AUDIT_RECORD_TYPE | USAGE_BATCH_TYPE => (field("device_id"), field("api_key_id")),
         _ => (None, None),
     }
 }
@@ -107,6 +108,13 @@ fn summary(event: &StoredEvent) -> String {
         "UserPasswordChanged" => "Password changed".to_owned(),
         "PolicySet" => format!("Policy set for {}", event.aggregate_id),
         "PolicyCleared" => format!("Policy cleared for {}", event.aggregate_id),
+        "RequestCompleted" => format!(
+            "{} {} via {}: {}",
+            text("method"),
+            text("path"),
+            text("provider"),
+            event.payload.get("status").and_then(Value::as_u64).unwrap_or_default()
+        ),
         other => other.to_owned(),
     }
 }

@@ -1,15 +1,71 @@
-//! The devices read model: one row per enrolled device with its current standing.
+//! The devices read model: one row per enrolled device with its current standing and its usage
+//! (requests, tokens, errors, last seen) counted from the proxy's `RequestCompleted` events.
 
 use chrono::{DateTime, Utc};
 use domain::device::{DeviceEvent, DeviceStatus};
+use serde::Deserialize;
+use uuid::Uuid;
 
 use super::{ProjectionError, decode};
 use crate::events::StoredEvent;
 use crate::read_models::sql::{Tx, args};
+use crate::usage::{REQUEST_COMPLETED, USAGE_BATCH_TYPE};
 
 pub(super) const TABLES: &[&str] = &["devices"];
 
+/// What the usage counters need from one `RequestCompleted` event.
+#[derive(Debug, Deserialize)]
+pub(super) struct Usage {
+    pub api_key_id: Uuid,
+    pub device_id: Uuid,
+    pub status: u16,
+    pub completed: bool,
+    #[serde(default)]
+    pub tokens_in: Option<u64>,
+    #[serde(default)]
+    pub tokens_out: Option<u64>,
+    pub at: DateTime<Utc>,
+}
+
+impl Usage {
+    /// The usage record this event carries, if it is one. A record that does not parse is
+    /// logged and left uncounted rather than halting the projection: a halted devices projection
+    /// would also stop suspensions and revocations from reaching the proxy.
+    pub(super) fn of(projection: &'static str, event: &StoredEvent) -> Option<Self> {
+        if event.aggregate_type != USAGE_BATCH_TYPE || event.event_type != REQUEST_COMPLETED {
+            return None;
+        }
+        match decode::<Usage>(projection, event) {
+            Ok(usage) => Some(usage),
+            Err(e) => {
+                tracing::error!(error = %e, "usage record left out of the counters");
+                None
+            }
+        }
+    }
+
+    pub(super) fn tokens_in(&self) -> i64 {
+        saturating(self.tokens_in)
+    }
+
+    pub(super) fn tokens_out(&self) -> i64 {
+        saturating(self.tokens_out)
+    }
+
+    /// Failed upstream or at KeyGuard (502/504), or broken off before the client had it all.
+    pub(super) fn errors(&self) -> i64 {
+        i64::from(self.status >= 400 || !self.completed)
+    }
+}
+
+fn saturating(tokens: Option<u64>) -> i64 {
+    tokens.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
 pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
+    if let Some(usage) = Usage::of("devices", event) {
+        return count_usage(tx, &usage).await;
+    }
     if event.aggregate_type != "device" {
         return Ok(());
     }
@@ -75,6 +131,20 @@ pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), Projec
             .await?;
         }
     }
+    Ok(())
+}
+
+/// One more request for the device; `last_seen_at` only moves forward (batches from several
+/// nodes may arrive out of order).
+async fn count_usage(tx: &mut Tx, usage: &Usage) -> Result<(), ProjectionError> {
+    tx.execute(
+        "UPDATE devices SET request_count = request_count + 1, tokens_in = tokens_in + $1, \
+         tokens_out = tokens_out + $2, token_count = token_count + $1 + $2, error_count = error_count + $3, \
+         last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $4 THEN $4 ELSE last_seen_at END \
+         WHERE id = $5",
+        args![usage.tokens_in(), usage.tokens_out(), usage.errors(), usage.at, usage.device_id],
+    )
+    .await?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use crate::store::Database;
 const COLUMNS: &str = "id, name, provider, environment, project_key_hash, project_key_prefix, \
                        previous_key_hash, previous_key_prefix, grace_until, status, revoked_reason, base_url, \
                        azure_deployment, azure_api_version, expires_at, description, created_by, created_at, \
-                       updated_at";
+                       updated_at, request_count, tokens_in, tokens_out, error_count, last_used_at";
 
 /// An API key without its secret. `status` is the stored one (`active` or `revoked`); use
 /// [`ApiKeyView::status_at`] for `expired`.
@@ -42,6 +42,14 @@ pub struct ApiKeyView {
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Proxied requests through this key, whatever their outcome.
+    pub request_count: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Requests answered with status 400 or above, or not delivered in full.
+    pub error_count: i64,
+    /// The time of the latest proxied request through this key.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 impl ApiKeyView {

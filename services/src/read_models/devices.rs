@@ -11,7 +11,7 @@ use crate::store::Database;
 
 const COLUMNS: &str = "id, api_key_id, key_id, public_key, label, fingerprint, user_agent, metadata, \
                        enrolled_ip, enrollment_code_id, status, status_reason, enrolled_at, updated_at, \
-                       last_seen_at, request_count, token_count";
+                       last_seen_at, request_count, token_count, tokens_in, tokens_out, error_count";
 
 /// A device as the API shows it. `status` is one of `pending`, `active`, `suspended`, `revoked`.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -35,10 +35,16 @@ pub struct DeviceView {
     pub status_reason: Option<String>,
     pub enrolled_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-    /// Not tracked yet (the proxy will record usage); always `None` for now.
+    /// The time of the device's latest proxied request.
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Proxied requests, whatever their outcome.
     pub request_count: i64,
+    /// `tokens_in + tokens_out`.
     pub token_count: i64,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    /// Requests answered with status 400 or above, or not delivered in full.
+    pub error_count: i64,
 }
 
 #[derive(Debug, Clone, Default)]
