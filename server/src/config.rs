@@ -13,6 +13,7 @@ use domain::provider::Provider;
 
 use leptos::config::LeptosOptions;
 use secrecy::SecretString;
+use services::gate::SharedStoresConfig;
 use services::secrets::MasterKeySource;
 pub use services::store::DatabaseConfig;
 use services::store::redact_url;
@@ -47,6 +48,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// Whether a proxied request waits until its usage record is durable (`KEYGUARD_AUDIT_MODE`).
     pub audit_mode: AuditMode,
+    /// The NATS KV buckets of the shared nonce store and limits, used when `nats_url` is set.
+    /// Not read from the environment: the defaults suit every deployment, tests isolate theirs.
+    pub gate_stores: SharedStoresConfig,
 }
 
 /// How the proxy reaches the providers.
@@ -203,6 +207,7 @@ impl Config {
             reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
             upstream,
             audit_mode,
+            gate_stores: SharedStoresConfig::default(),
         })
     }
 

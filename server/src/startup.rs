@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use services::events::EventBus;
+use services::gate::{GateStores, SharedStores};
 use services::outbox::{NatsTarget, OutboxConfig, OutboxRelay};
 use services::platform::Platform;
 use services::projections::ProjectionsTask;
@@ -65,7 +66,23 @@ impl Application {
         db.migrate().await?;
         let master_keys =
             Arc::new(MasterKeys::load(&config.master_key).context("cannot load the master key")?);
-        let platform = Arc::new(Platform::new(db.clone(), master_keys)?);
+        let nats = match &config.nats_url {
+            None => None,
+            Some(url) => Some(
+                async_nats::ConnectOptions::new()
+                    .retry_on_initial_connect()
+                    .connection_timeout(std::time::Duration::from_secs(5))
+                    .connect(url.as_str())
+                    .await
+                    .with_context(|| format!("cannot connect to NATS at {url} (KEYGUARD_NATS_URL)"))?,
+            ),
+        };
+        // With NATS, every node shares one nonce store and one set of limits.
+        let gate_stores = match &nats {
+            None => GateStores::InMemory,
+            Some(client) => GateStores::Shared(SharedStores::new(client.clone(), config.gate_stores.clone())),
+        };
+        let platform = Arc::new(Platform::with_gate_stores(db.clone(), master_keys, gate_stores)?);
         // Bring the read models up to date before the first request reads them.
         platform.projections.catch_up().await.context("cannot bring the read models up to date")?;
         platform
@@ -79,17 +96,6 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
-        let nats = match &config.nats_url {
-            None => None,
-            Some(url) => Some(
-                async_nats::ConnectOptions::new()
-                    .retry_on_initial_connect()
-                    .connection_timeout(std::time::Duration::from_secs(5))
-                    .connect(url.as_str())
-                    .await
-                    .with_context(|| format!("cannot connect to NATS at {url} (KEYGUARD_NATS_URL)"))?,
-            ),
-        };
         let state = AppState {
             db,
             leptos_options: config.leptos_options(),

@@ -16,7 +16,7 @@ use crate::auth::{LoginThrottle, Sessions, SystemClock, ThrottleConfig, TokenIss
 use crate::caller::Caller;
 use crate::error::ServiceError;
 use crate::events::EventBus;
-use crate::gate::{Gate, GateConfig};
+use crate::gate::{Gate, GateConfig, GateStores};
 use crate::projections::{Projections, ProjectionsConfig};
 use crate::secrets::{Envelope, MasterKeys};
 use crate::store::{Cqrs, Database};
@@ -30,7 +30,7 @@ pub struct Platform {
     pub audit: AuditRecorder,
     pub sessions: Sessions,
     pub throttle: LoginThrottle,
-    /// The proxy's gate: in-memory verification, policy and limits for signed requests.
+    /// The proxy's gate: verification, policy and limits for signed requests.
     pub gate: Gate,
     /// The proxy's usage records, written in batches once `usage.start` runs.
     pub usage: UsageWriter,
@@ -49,13 +49,23 @@ impl std::fmt::Debug for Platform {
 }
 
 impl Platform {
+    /// A single-node platform: the gate keeps nonces and limits in memory.
     pub fn new(db: Database, master_keys: Arc<MasterKeys>) -> Result<Self, ServiceError> {
+        Self::with_gate_stores(db, master_keys, GateStores::InMemory)
+    }
+
+    /// A platform whose gate keeps nonces and limits in `stores` (shared by a cluster's nodes).
+    pub fn with_gate_stores(
+        db: Database,
+        master_keys: Arc<MasterKeys>,
+        stores: GateStores,
+    ) -> Result<Self, ServiceError> {
         let clock = Arc::new(SystemClock);
         let tokens = TokenIssuer::new(&master_keys, clock.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let envelope = Envelope::new(db.clone(), master_keys);
         Ok(Self {
-            gate: Gate::new(db.clone(), envelope.clone(), GateConfig::default()),
+            gate: Gate::new(db.clone(), envelope.clone(), GateConfig::default(), stores),
             audit: AuditRecorder::new(db.clone()),
             sessions: Sessions::new(db.clone(), Arc::new(tokens)),
             throttle: LoginThrottle::new(ThrottleConfig::default(), clock),

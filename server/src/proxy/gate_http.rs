@@ -96,7 +96,7 @@ impl GateRequest {
 pub async fn admit(state: &AppState, request: Request) -> Result<(Admitted, GateRequest), Response> {
     let read = GateRequest::read(state, request).await?;
     let pairs = read.header_pairs();
-    let verdict = state.platform.gate.admit(read.incoming(&pairs));
+    let verdict = state.platform.gate.admit(read.incoming(&pairs)).await;
     drop(pairs);
     match verdict {
         Ok(admitted) => Ok((admitted, read)),

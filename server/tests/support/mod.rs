@@ -95,8 +95,11 @@ pub struct TestApp {
     /// catching the read models up after a direct write.
     pub platform: std::sync::Arc<services::platform::Platform>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// What [`TestApp::spawn_beside`] needs to start another node on the same data.
+    database: DatabaseConfig,
+    data_dir: PathBuf,
     _dir: Option<TempDir>,
-    _data_dir: TempDir,
+    _data_dir: Option<TempDir>,
 }
 
 impl TestApp {
@@ -109,10 +112,23 @@ impl TestApp {
         let (database, dir) = fresh_database(backend).await;
         // Files the server keeps beside its database (the generated master key) go here.
         let data_dir = tempfile::tempdir().expect("temporary directory");
+        let mut app = Self::start(database, data_dir.path().to_owned(), adjust).await;
+        app._dir = dir;
+        app._data_dir = Some(data_dir);
+        app
+    }
+
+    /// Another node on this one's database and master key (a cluster of two); it must not
+    /// outlive `self`, which owns the files.
+    pub async fn spawn_beside(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::start(self.database.clone(), self.data_dir.clone(), adjust).await
+    }
+
+    async fn start(database: DatabaseConfig, data_dir: PathBuf, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut config =
-            Config::from_vars([("KEYGUARD_DATA_DIR".to_owned(), data_dir.path().display().to_string())])
+            Config::from_vars([("KEYGUARD_DATA_DIR".to_owned(), data_dir.display().to_string())])
                 .expect("default configuration");
-        config.database = database;
+        config.database = database.clone();
         config.listen_addr = "127.0.0.1:0".parse().unwrap();
         adjust(&mut config);
         let app = Application::build(&config).await.expect("build the application");
@@ -129,8 +145,10 @@ impl TestApp {
             db,
             platform,
             shutdown: Some(tx),
-            _dir: dir,
-            _data_dir: data_dir,
+            database,
+            data_dir,
+            _dir: None,
+            _data_dir: None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Rate limits on the proxy path, in memory for the single-node mode: requests per minute and
-//! tokens per (UTC) day, each per device and per project key.
+//! Rate limits on the proxy path: requests per minute and tokens per (UTC) day, each per device
+//! and per project key. [`Limits`] keeps them in this node's memory (one node) or in the
+//! cluster's shared NATS bucket (see [`super::shared`]), chosen once at start-up.
 //!
 //! Requests per minute use GCRA (the generic cell rate algorithm `governor` implements): a
 //! bucket of `n` requests that refills at `n` per minute, so a quiet device may burst `n`
@@ -17,6 +18,85 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Days, NaiveTime, Utc};
 use uuid::Uuid;
+
+use super::shared::{SharedStores, Unavailable};
+
+/// Where this node counts requests and tokens.
+pub(crate) enum Limits {
+    Memory { requests: RequestLimiter, tokens: TokenCounter },
+    Shared(SharedStores),
+}
+
+impl Limits {
+    pub fn memory() -> Self {
+        Self::Memory { requests: RequestLimiter::default(), tokens: TokenCounter::default() }
+    }
+
+    /// Takes one request from the bucket, or says how long until one is available.
+    pub async fn take_request(
+        &self,
+        scope: LimitScope,
+        per_minute: u32,
+        now: DateTime<Utc>,
+        instant: Instant,
+    ) -> Result<Result<(), Duration>, Unavailable> {
+        match self {
+            Self::Memory { requests, .. } => Ok(requests.check(scope, per_minute, instant)),
+            Self::Shared(shared) => shared.take_request(scope, per_minute, now).await,
+        }
+    }
+
+    /// Refuses once the day's tokens have reached `limit`.
+    pub async fn check_tokens(
+        &self,
+        scope: LimitScope,
+        limit: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(), Duration>, Unavailable> {
+        match self {
+            Self::Memory { tokens, .. } => Ok(tokens.check(scope, limit, now)),
+            Self::Shared(shared) => shared.check_tokens(scope, limit, now).await,
+        }
+    }
+
+    /// Counts tokens a forwarded request used. The shared count is updated in the background:
+    /// the response has already been sent and nothing waits on it.
+    pub fn add_tokens(&self, scope: LimitScope, tokens: u64, now: DateTime<Utc>) {
+        match self {
+            Self::Memory { tokens: counter, .. } => counter.add(scope, tokens, now),
+            Self::Shared(shared) => {
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::warn!(?scope, tokens, "no runtime to count tokens in the shared store");
+                    return;
+                };
+                let shared = shared.clone();
+                runtime.spawn(async move {
+                    if shared.add_tokens(scope, tokens, now).await.is_err() {
+                        tracing::warn!(
+                            ?scope,
+                            tokens,
+                            "tokens not counted: the shared limit store is unavailable"
+                        );
+                    }
+                });
+            }
+        }
+    }
+
+    pub async fn tokens_used(&self, scope: LimitScope, now: DateTime<Utc>) -> Result<u64, Unavailable> {
+        match self {
+            Self::Memory { tokens, .. } => Ok(tokens.used_today(scope, now)),
+            Self::Shared(shared) => shared.tokens_used(scope, now).await,
+        }
+    }
+
+    /// Drops in-memory buckets that have fully refilled; the shared bucket expires its own.
+    pub fn sweep(&self, now: Instant) {
+        if let Self::Memory { requests, .. } = self {
+            requests.sweep(now);
+        }
+    }
+}
 
 /// Which bucket a limit counts in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

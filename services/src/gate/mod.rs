@@ -1,10 +1,12 @@
 //! The proxy's gate: decides, from memory, whether a kg-v1 signed request may pass, and hands the
 //! forwarder what it needs to call the provider. Nothing here forwards anything.
 //!
-//! [`Gate::admit`] runs protocol.md's server rules in order, from memory only: strict header
-//! parsing, the project key by the SHA-256 of its value, the device by (project, keyId), the
-//! policy's window, the body hash, the signature, the nonce (recorded only once the signature
-//! verified), then the policy (IP allow-list, provider, model) and the rate limits. Every
+//! [`Gate::admit`] runs protocol.md's server rules in order: strict header parsing, the project
+//! key by the SHA-256 of its value, the device by (project, keyId), the policy's window, the
+//! body hash, the signature (all from memory), the nonce (recorded only once the signature
+//! verified), then the policy (IP allow-list, provider, model) and the rate limits. Nonces and
+//! limits live in memory on one node, or in NATS KV shared by a cluster ([`GateStores`]); a
+//! shared store that does not answer refuses the request (503), never lets it through. Every
 //! refusal is audited with its precise reason through a non-blocking, flood-controlled writer
 //! (see [`audit`]); the HTTP layer answers the client a generic 401, or 413 / 429 / 503.
 //!
@@ -16,6 +18,7 @@ mod audit;
 mod cache;
 mod limits;
 mod nonces;
+mod shared;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -32,6 +35,7 @@ use zeroize::Zeroizing;
 pub use audit::{AuditSinkConfig, ENROLLMENT_REJECTED_KIND, REJECTED_KIND, SUPPRESSED_KIND};
 pub use cache::CacheStats;
 pub use limits::LimitScope;
+pub use shared::{SharedStores, SharedStoresConfig};
 
 use crate::audit::{AuditOutcome, AuditRecorder};
 use crate::events::{EventBus, StoredEvent};
@@ -41,8 +45,8 @@ use crate::secrets::Envelope;
 use crate::store::Database;
 use audit::{AuditSink, RejectionEvent};
 use cache::Cache;
-use limits::{RequestLimiter, TokenCounter};
-use nonces::{NonceRefusal, NonceStore};
+use limits::Limits;
+use nonces::{MemoryNonces, NonceRefusal, NonceStore};
 
 /// A request as received, before any check: what the verifier reads.
 #[derive(Debug, Clone, Copy)]
@@ -118,6 +122,23 @@ impl Default for GateConfig {
     }
 }
 
+/// Where the gate keeps nonces and rate limits.
+#[derive(Debug, Clone, Default)]
+pub enum GateStores {
+    /// This node's memory: one node only.
+    #[default]
+    InMemory,
+    /// NATS KV buckets every node shares (`KEYGUARD_NATS_URL` is set).
+    Shared(SharedStores),
+}
+
+/// A shared store the gate could not reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SharedStore {
+    Nonces,
+    RateLimits,
+}
+
 /// Which limit a rate-limited request hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RateLimit {
@@ -143,6 +164,8 @@ pub enum GateRejection {
     CredentialUnavailable,
     /// The nonce store is full of live nonces: 503, fail closed.
     Overloaded,
+    /// The cluster's shared nonce or limit store did not answer: 503, fail closed.
+    StoreUnavailable(SharedStore),
 }
 
 impl GateRejection {
@@ -157,6 +180,8 @@ impl GateRejection {
             Self::RateLimited { limit: RateLimit::TokensPerDay(_), .. } => "rate_limited_tokens",
             Self::CredentialUnavailable => "credential_unavailable",
             Self::Overloaded => "nonce_store_full",
+            Self::StoreUnavailable(SharedStore::Nonces) => "nonce_store_unavailable",
+            Self::StoreUnavailable(SharedStore::RateLimits) => "rate_limit_store_unavailable",
         }
     }
 
@@ -166,7 +191,7 @@ impl GateRejection {
             Self::Unauthorized(_) | Self::ProviderNotAllowed | Self::ModelNotAllowed => 401,
             Self::BodyTooLarge { .. } => 413,
             Self::RateLimited { .. } => 429,
-            Self::CredentialUnavailable | Self::Overloaded => 503,
+            Self::CredentialUnavailable | Self::Overloaded | Self::StoreUnavailable(_) => 503,
         }
     }
 
@@ -176,7 +201,7 @@ impl GateRejection {
             Self::RateLimited { retry_after, .. } => {
                 Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
             }
-            Self::Overloaded | Self::CredentialUnavailable => Some(1),
+            Self::Overloaded | Self::CredentialUnavailable | Self::StoreUnavailable(_) => Some(1),
             _ => None,
         }
     }
@@ -203,6 +228,7 @@ impl GateRejection {
             }
             Self::CredentialUnavailable => "the provider secret cannot be opened".into(),
             Self::Overloaded => "the nonce store is full".into(),
+            Self::StoreUnavailable(store) => format!("the shared {store:?} store did not answer"),
         }
     }
 }
@@ -222,8 +248,7 @@ pub struct Gate {
 struct Inner {
     cache: Cache,
     nonces: NonceStore,
-    requests: RequestLimiter,
-    tokens: TokenCounter,
+    limits: Limits,
     recorder: AuditRecorder,
     audit: OnceLock<AuditSink>,
     config: GateConfig,
@@ -244,13 +269,18 @@ struct Known<'a> {
 }
 
 impl Gate {
-    pub fn new(db: Database, envelope: Envelope, config: GateConfig) -> Self {
+    pub fn new(db: Database, envelope: Envelope, config: GateConfig, stores: GateStores) -> Self {
+        let (nonces, limits) = match stores {
+            GateStores::InMemory => {
+                (NonceStore::Memory(MemoryNonces::new(config.max_nonces)), Limits::memory())
+            }
+            GateStores::Shared(shared) => (NonceStore::Shared(shared.clone()), Limits::Shared(shared)),
+        };
         Self {
             inner: Arc::new(Inner {
                 cache: Cache::new(db.clone(), envelope),
-                nonces: NonceStore::new(config.max_nonces),
-                requests: RequestLimiter::default(),
-                tokens: TokenCounter::default(),
+                nonces,
+                limits,
                 recorder: AuditRecorder::new(db),
                 audit: OnceLock::new(),
                 config,
@@ -292,13 +322,13 @@ impl Gate {
     /// key. Called by the forwarder once it knows the usage.
     pub fn record_tokens(&self, api_key_id: Uuid, device_id: Uuid, tokens: u64) {
         let now = Utc::now();
-        self.inner.tokens.add(LimitScope::Device(device_id), tokens, now);
-        self.inner.tokens.add(LimitScope::ApiKey(api_key_id), tokens, now);
+        self.inner.limits.add_tokens(LimitScope::Device(device_id), tokens, now);
+        self.inner.limits.add_tokens(LimitScope::ApiKey(api_key_id), tokens, now);
     }
 
-    /// Tokens counted today for a device or key.
-    pub fn tokens_used_today(&self, scope: LimitScope) -> u64 {
-        self.inner.tokens.used_today(scope, Utc::now())
+    /// Tokens counted today for a device or key; `None` when the shared store does not answer.
+    pub async fn tokens_used_today(&self, scope: LimitScope) -> Option<u64> {
+        self.inner.limits.tokens_used(scope, Utc::now()).await.ok()
     }
 
     /// Audits a refusal raised outside [`Gate::admit`] (e.g. a body over the limit, refused
@@ -333,25 +363,27 @@ impl Gate {
         }
     }
 
-    /// Decides whether a signed request may pass, from memory, without awaiting anything.
-    pub fn admit(&self, request: IncomingRequest<'_>) -> Result<Admitted, GateRejection> {
-        self.admit_at(request, Utc::now(), Instant::now())
+    /// Decides whether a signed request may pass. Verification is from memory; only the nonce
+    /// and the limits may wait, on the shared store (bounded by its timeout), and no lock is
+    /// held across that wait.
+    pub async fn admit(&self, request: IncomingRequest<'_>) -> Result<Admitted, GateRejection> {
+        self.admit_at(request, Utc::now(), Instant::now()).await
     }
 
-    fn admit_at(
+    async fn admit_at(
         &self,
         request: IncomingRequest<'_>,
         now: DateTime<Utc>,
         instant: Instant,
     ) -> Result<Admitted, GateRejection> {
         let mut known = Known::default();
-        match self.check(&request, now, instant, &mut known) {
+        match self.check(&request, now, instant, &mut known).await {
             Ok(admitted) => Ok(admitted),
             Err(rejection) => Err(self.refused(&request, rejection, known)),
         }
     }
 
-    fn check<'r>(
+    async fn check<'r>(
         &self,
         request: &IncomingRequest<'r>,
         now: DateTime<Utc>,
@@ -399,16 +431,17 @@ impl Gate {
         };
         headers.verify(&received, &device.verifying_key, now, window)?;
         // Rule 7: the nonce, only now that the request is known to be signed.
-        match inner.nonces.record(
-            key.id,
-            &device.key_id,
-            *headers.nonce().as_bytes(),
-            window.nonce_retention(),
-            instant,
-        ) {
+        match inner
+            .nonces
+            .record(key.id, &device.key_id, *headers.nonce().as_bytes(), window.nonce_retention(), instant)
+            .await
+        {
             Ok(()) => {}
             Err(NonceRefusal::Replayed) => return Err(Rejection::ReplayedNonce.into()),
             Err(NonceRefusal::StoreFull) => return Err(GateRejection::Overloaded),
+            Err(NonceRefusal::Unavailable) => {
+                return Err(GateRejection::StoreUnavailable(SharedStore::Nonces));
+            }
         }
         // Policy on the path.
         if !policy.allows_ip(request.client_ip) {
@@ -431,19 +464,30 @@ impl Gate {
         for (scope, limit) in [(device_scope, policy.tokens_per_day), (key_scope, key_policy.tokens_per_day)]
         {
             if let Some(limit) = limit {
-                inner.tokens.check(scope, limit, now).map_err(|retry_after| GateRejection::RateLimited {
-                    retry_after,
-                    limit: RateLimit::TokensPerDay(scope),
-                })?;
+                inner
+                    .limits
+                    .check_tokens(scope, limit, now)
+                    .await
+                    .map_err(|_| GateRejection::StoreUnavailable(SharedStore::RateLimits))?
+                    .map_err(|retry_after| GateRejection::RateLimited {
+                        retry_after,
+                        limit: RateLimit::TokensPerDay(scope),
+                    })?;
             }
         }
         for (scope, limit) in
             [(device_scope, policy.requests_per_minute), (key_scope, key_policy.requests_per_minute)]
         {
             if let Some(limit) = limit {
-                inner.requests.check(scope, limit, instant).map_err(|retry_after| {
-                    GateRejection::RateLimited { retry_after, limit: RateLimit::RequestsPerMinute(scope) }
-                })?;
+                inner
+                    .limits
+                    .take_request(scope, limit, now, instant)
+                    .await
+                    .map_err(|_| GateRejection::StoreUnavailable(SharedStore::RateLimits))?
+                    .map_err(|retry_after| GateRejection::RateLimited {
+                        retry_after,
+                        limit: RateLimit::RequestsPerMinute(scope),
+                    })?;
             }
         }
         let secret = key.secret.clone().ok_or(GateRejection::CredentialUnavailable)?;
@@ -592,7 +636,7 @@ async fn refresh_periodically(gate: Weak<Inner>, every: Duration) {
         if let Err(e) = inner.cache.load_all().await {
             tracing::warn!(error = %e, "periodic gate cache refresh failed");
         }
-        inner.requests.sweep(Instant::now());
+        inner.limits.sweep(Instant::now());
     }
 }
 

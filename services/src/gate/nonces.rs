@@ -1,7 +1,10 @@
 //! Replay protection (server rule 7): every nonce a verified request carried, per (project,
 //! keyId), kept for at least twice the window it was checked against.
 //!
-//! The store is split into shards by a hash of the entry, each behind its own mutex held for one
+//! [`NonceStore`] is either this node's memory (one node) or the cluster's shared NATS bucket
+//! (see [`super::shared`]), chosen once at start-up by configuration.
+//!
+//! The in-memory store is split into shards by a hash of the entry, each behind its own mutex held for one
 //! probe and insert, so concurrent requests rarely meet. Each shard also keeps its entries in
 //! arrival order and drops expired ones from the front on every insert, so memory follows the
 //! request rate over the retention time. A hard cap bounds it: when a shard is full of live
@@ -15,6 +18,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
+
+use super::shared::SharedStores;
 
 const SHARDS: usize = 64;
 
@@ -51,14 +56,45 @@ impl Shard {
 pub(crate) enum NonceRefusal {
     Replayed,
     StoreFull,
+    /// The shared store did not answer: refuse rather than risk a replay.
+    Unavailable,
 }
 
-pub(crate) struct NonceStore {
+/// Where the nonces of this node are recorded.
+pub(crate) enum NonceStore {
+    Memory(MemoryNonces),
+    Shared(SharedStores),
+}
+
+impl NonceStore {
+    /// Records the nonce if it was not seen within its retention; atomic per entry, across
+    /// nodes for the shared store (whose bucket keeps every nonce for twice the largest window).
+    pub async fn record(
+        &self,
+        api_key_id: Uuid,
+        key_id: &str,
+        nonce: [u8; 16],
+        retention: Duration,
+        now: Instant,
+    ) -> Result<(), NonceRefusal> {
+        match self {
+            Self::Memory(memory) => memory.record(api_key_id, key_id, nonce, retention, now),
+            Self::Shared(shared) => match shared.record_nonce(api_key_id, key_id, nonce).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(NonceRefusal::Replayed),
+                Err(_) => Err(NonceRefusal::Unavailable),
+            },
+        }
+    }
+}
+
+/// One node's nonces, in memory.
+pub(crate) struct MemoryNonces {
     shards: Vec<Mutex<Shard>>,
     max_per_shard: usize,
 }
 
-impl NonceStore {
+impl MemoryNonces {
     pub fn new(max_entries: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -108,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_nonce_is_refused_until_its_retention_ends() {
-        let store = NonceStore::new(1000);
+        let store = MemoryNonces::new(1000);
         let key = Uuid::new_v4();
         let t0 = Instant::now();
         let keep = Duration::from_secs(240);
@@ -125,7 +161,7 @@ mod tests {
 
     #[test]
     fn expired_nonces_are_forgotten_and_live_ones_cap_the_store() {
-        let store = NonceStore::new(SHARDS * 2);
+        let store = MemoryNonces::new(SHARDS * 2);
         let key = Uuid::new_v4();
         let t0 = Instant::now();
         let keep = Duration::from_secs(1);

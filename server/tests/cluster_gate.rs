@@ -1,0 +1,166 @@
+//! Two `keyguard` nodes on one database and one NATS: a nonce used on one node is a replay on
+//! the other, a requests-per-minute limit counts both nodes' requests, and a node whose NATS
+//! does not answer refuses signed requests (503) instead of forwarding them unchecked.
+//!
+//! Needs the NATS server of `support::nats_url()` (`scripts/test.sh` starts it); each test uses
+//! buckets of its own so tests run in parallel.
+
+mod device_support;
+mod support;
+
+use device_support::*;
+use domain::policy::PolicyScope;
+use server::config::Config;
+use services::caller::Caller;
+use services::gate::{REJECTED_KIND, SharedStoresConfig};
+use services::policies::{self, SettingsInput};
+use support::upstream::{FakeUpstream, Reply};
+use support::{Backend, TestApp};
+
+/// Buckets no other test uses.
+fn private_buckets() -> SharedStoresConfig {
+    let id = uuid::Uuid::new_v4().simple();
+    SharedStoresConfig {
+        nonce_bucket: format!("test_nonces_{id}"),
+        limit_bucket: format!("test_limits_{id}"),
+        ..SharedStoresConfig::default()
+    }
+}
+
+fn on_nats(url: String, buckets: SharedStoresConfig) -> impl FnOnce(&mut Config) {
+    move |config| {
+        config.nats_url = Some(url);
+        config.gate_stores = buckets;
+    }
+}
+
+/// Node A and node B, sharing the database, the master key, NATS and the buckets.
+async fn cluster(backend: Backend, buckets: &SharedStoresConfig) -> (TestApp, TestApp) {
+    let a = TestApp::spawn_with(backend, on_nats(support::nats_url(), buckets.clone())).await;
+    let b = a.spawn_beside(on_nats(support::nats_url(), buckets.clone())).await;
+    (a, b)
+}
+
+/// B learns what A wrote (keys, devices, policies) without waiting for its periodic refresh.
+async fn sync_caches(node: &TestApp) {
+    node.platform.projections.catch_up().await.unwrap();
+    node.platform.gate.refresh().await.unwrap();
+}
+
+async fn active_device(app: &TestApp, project: &Project) -> (DeviceKey, String) {
+    let code = issue_code(app, project, true, None).await;
+    let device = DeviceKey::generate();
+    let (status, body) = enroll(app, &project.raw, &device.enrollment(Some(&code))).await;
+    assert_eq!((status, body["status"].as_str()), (201, Some("ACTIVE")), "{body}");
+    (device, body["id"].as_str().unwrap().to_owned())
+}
+
+async fn remove_buckets(buckets: &SharedStoresConfig) {
+    let client = async_nats::connect(support::nats_url()).await.expect("NATS for the cleanup");
+    let jetstream = async_nats::jetstream::new(client);
+    for bucket in [&buckets.nonce_bucket, &buckets.limit_bucket] {
+        let _ = jetstream.delete_key_value(bucket).await;
+    }
+}
+
+async fn a_nonce_used_on_one_node_is_a_replay_on_the_other(backend: Backend) {
+    let buckets = private_buckets();
+    let (a, b) = cluster(backend, &buckets).await;
+    let admin = a.bootstrap_admin().await;
+    let project = create_project(&a, &admin).await;
+    let (device, _) = active_device(&a, &project).await;
+    sync_caches(&b).await;
+
+    let first = sign(&device, &project.raw, "POST", VERIFY, b"");
+    assert_eq!(send(&a, "POST", VERIFY, &first, vec![]).await.status, 200);
+    let replay = send(&b, "POST", VERIFY, &first, vec![]).await;
+    assert_eq!((replay.status, replay.body.as_str()), (401, r#"{"error":"unauthorized"}"#));
+
+    let second = sign(&device, &project.raw, "POST", VERIFY, b"");
+    assert_eq!(send(&b, "POST", VERIFY, &second, vec![]).await.status, 200);
+    assert_eq!(send(&a, "POST", VERIFY, &second, vec![]).await.status, 401);
+    assert_eq!(send(&b, "POST", VERIFY, &second, vec![]).await.status, 401);
+
+    wait_for_reasons(&a, REJECTED_KIND, &["replayed_nonce"]).await;
+    remove_buckets(&buckets).await;
+}
+
+async fn a_requests_per_minute_limit_holds_across_nodes(backend: Backend) {
+    const LIMIT: u32 = 10;
+    let buckets = private_buckets();
+    let (a, b) = cluster(backend, &buckets).await;
+    let admin = a.bootstrap_admin().await;
+    let project = create_project(&a, &admin).await;
+    let (device, device_id) = active_device(&a, &project).await;
+    let input = SettingsInput { requests_per_minute: Some(LIMIT), ..Default::default() };
+    policies::set(
+        &a.platform,
+        &Caller::system("test"),
+        PolicyScope::Device(device_id.parse().unwrap()),
+        input,
+    )
+    .await
+    .unwrap();
+    sync_caches(&b).await;
+
+    // Alternate nodes, twice the limit in all; each node alone would admit up to LIMIT.
+    let mut admitted = [0u32; 2];
+    let mut limited = [0u32; 2];
+    for i in 0..2 * LIMIT {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let answer =
+            send(node, "POST", VERIFY, &sign(&device, &project.raw, "POST", VERIFY, b""), vec![]).await;
+        match answer.status {
+            200 => admitted[(i % 2) as usize] += 1,
+            429 => {
+                assert_eq!(answer.body, r#"{"error":"rate_limited"}"#);
+                assert!(answer.retry_after.is_some(), "a 429 says when to retry");
+                limited[(i % 2) as usize] += 1;
+            }
+            other => panic!("unexpected {other}: {}", answer.body),
+        }
+    }
+    let total = admitted[0] + admitted[1];
+    // GCRA refills one request every 6 s; the loop may span one refill, never more than 10%.
+    assert!((LIMIT..=LIMIT + LIMIT / 10).contains(&total), "admitted {admitted:?}, limited {limited:?}");
+    assert!(limited[0] > 0 && limited[1] > 0, "both nodes enforce the shared limit: {limited:?}");
+    wait_for_reasons(&a, REJECTED_KIND, &["rate_limited_requests"]).await;
+    remove_buckets(&buckets).await;
+}
+
+async fn an_unreachable_nats_refuses_signed_requests_without_forwarding(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: r#"{"ok":true}"#.to_owned() }).await;
+    // Port 9 (discard) has no NATS behind it.
+    let app = TestApp::spawn_with(backend, on_nats("nats://127.0.0.1:9".to_owned(), private_buckets())).await;
+    let admin = app.bootstrap_admin().await;
+    let body = serde_json::json!({
+        "name": "cluster", "provider": "openai", "environment": "production",
+        "providerKey": "sk-cluster-provider-secret-0123456789", "baseUrl": fake.base_url(),
+    });
+    let (status, created) = app.call(reqwest::Method::POST, "/api/v1/keys", Some(&admin), Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    let project = Project {
+        id: created["key"]["id"].as_str().unwrap().parse().unwrap(),
+        raw: created["rawKey"].as_str().unwrap().to_owned(),
+    };
+    let (device, _) = active_device(&app, &project).await;
+
+    let path = "/api/v1/proxy/v1/chat/completions";
+    let request = br#"{"model":"gpt-4o","messages":[]}"#;
+    for _ in 0..2 {
+        let headers = sign(&device, &project.raw, "POST", path, request);
+        let answer = send(&app, "POST", path, &headers, request.to_vec()).await;
+        assert_eq!((answer.status, answer.body.as_str()), (503, r#"{"error":"unavailable"}"#));
+        assert_eq!(answer.retry_after.as_deref(), Some("1"));
+    }
+    let verify = send(&app, "POST", VERIFY, &sign(&device, &project.raw, "POST", VERIFY, b""), vec![]).await;
+    assert_eq!(verify.status, 503, "{}", verify.body);
+    assert!(fake.received().is_empty(), "nothing reaches the provider unchecked");
+    wait_for_reasons(&app, REJECTED_KIND, &["nonce_store_unavailable"]).await;
+}
+
+on_both_backends!(
+    a_nonce_used_on_one_node_is_a_replay_on_the_other,
+    a_requests_per_minute_limit_holds_across_nodes,
+    an_unreachable_nats_refuses_signed_requests_without_forwarding,
+);
