@@ -187,7 +187,7 @@ async fn change(
         .map_err(|e| name_field(ServiceError::from(AggregateError::UserError(e))))?;
     let events = sink.collect().await;
     let committed = store.commit(events, context, caller.metadata(Utc::now())).await.map_err(store_error)?;
-    platform.projections.catch_up().await?;
+    platform.caught_up(Device::TYPE, &id.to_string()).await?;
     let version = committed.last().map_or(loaded, |e| e.sequence as u64);
     Ok(VersionedDevice { device: require(platform, id).await?, version })
 }

@@ -96,7 +96,19 @@ impl Platform {
         A::Error: ErrorCode,
     {
         cqrs.execute_with_metadata(aggregate_id, command, caller.metadata(Utc::now())).await?;
+        self.caught_up(A::TYPE, aggregate_id).await
+    }
+
+    /// After a commit: the read models, and this node's gate, reflect it before the caller hears
+    /// back. In a cluster another node's projections may apply the event first (they share the
+    /// checkpoints), so the gate reloads the aggregate here instead of counting on being told.
+    pub(crate) async fn caught_up(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<(), ServiceError> {
         self.projections.catch_up().await?;
+        self.gate.reload(aggregate_type, aggregate_id).await;
         Ok(())
     }
 }

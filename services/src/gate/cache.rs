@@ -83,6 +83,11 @@ pub(crate) struct Cache {
     keys: RwLock<KeyIndex>,
     devices: RwLock<DeviceIndex>,
     policies: RwLock<PolicyIndex>,
+    /// Writers (full loads and single reloads) take turns across their read *and* swap: a full
+    /// load that read the read models before a revocation must not swap in after the reload that
+    /// applied it, or the revoked device would pass again until the next refresh. Requests never
+    /// take this lock.
+    writers: tokio::sync::Mutex<()>,
 }
 
 /// A poisoned lock only means a panic elsewhere while swapping entries; the maps are still valid.
@@ -102,6 +107,7 @@ impl Cache {
             keys: RwLock::default(),
             devices: RwLock::default(),
             policies: RwLock::default(),
+            writers: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -138,6 +144,7 @@ impl Cache {
 
     /// Reloads everything from the read models and swaps it in.
     pub async fn load_all(&self) -> Result<(), ReadModelError> {
+        let _turn = self.writers.lock().await;
         let mut key_index = KeyIndex::default();
         for view in all_keys(&self.db).await? {
             if let Some(entry) = self.key_entry(view).await {
@@ -163,6 +170,7 @@ impl Cache {
     /// Brings one aggregate's entry up to date from the read model (which must already hold the
     /// event). Unknown aggregate types are ignored.
     pub async fn reload(&self, aggregate_type: &str, aggregate_id: &str) -> Result<(), ReadModelError> {
+        let _turn = self.writers.lock().await;
         match aggregate_type {
             "api_key" => {
                 let Ok(id) = Uuid::parse_str(aggregate_id) else { return Ok(()) };

@@ -313,6 +313,17 @@ impl Gate {
         self.inner.cache.load_all().await
     }
 
+    /// Reloads one aggregate's entry from the read models (which must already hold its latest
+    /// events). A failure is logged; the periodic refresh retries.
+    pub async fn reload(&self, aggregate_type: &str, aggregate_id: &str) {
+        if !CACHED_AGGREGATES.contains(&aggregate_type) {
+            return;
+        }
+        if let Err(e) = self.inner.cache.reload(aggregate_type, aggregate_id).await {
+            tracing::warn!(aggregate_type, aggregate_id, error = %e, "gate cache reload failed; the periodic refresh will retry");
+        }
+    }
+
     /// Brings the entries these events touch up to date (the read models must hold them).
     pub async fn apply(&self, events: &[StoredEvent]) {
         self.inner.apply(events).await;
