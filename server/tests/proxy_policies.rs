@@ -195,11 +195,12 @@ async fn an_expired_project_key_is_refused(backend: Backend) {
     // The gate reads the wall clock: the key expires a few seconds after the device enrolled,
     // and the test polls (with a deadline) until the expiry has passed.
     let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: ANSWER.to_owned() }).await;
-    let expires_at = Utc::now() + TimeDelta::seconds(5);
+    // Long enough that a loaded machine still finishes the setup first.
+    let expires_at = Utc::now() + TimeDelta::seconds(12);
     let s = setup(backend, &fake.base_url(), Some(expires_at)).await;
     assert!(Utc::now() < expires_at, "the setup took longer than the key's lifetime");
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let refused = loop {
         let answer = s.proxy(CHAT, &chat("gpt-4o")).await;
         if answer.status != 200 {
