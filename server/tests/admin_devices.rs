@@ -8,50 +8,11 @@
 mod support;
 
 use chrono::Utc;
-use domain::device::{Device, DeviceCommand, EnrollDevice, InitialStatus};
-use domain::metadata::{Actor, EventMetadata};
-use domain::protocol::PublicKeySpki;
+use domain::device::InitialStatus;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Backend, TestApp};
 use uuid::Uuid;
-
-const PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEIzqvBP4b0IVzk4HnvYE1Ea60RncyOJYxyI+QjPHZWKQyVBYj5graxhEJdMV5ChywPhe/jDBs4bWWIjPKkoX8ng==";
-
-async fn create_key(app: &TestApp, token: &str, name: &str) -> Uuid {
-    let body = json!({ "name": name, "provider": "openai", "environment": "production", "providerKey": "sk-test-0123456789" });
-    let (status, created) = app.call(Method::POST, "/api/v1/keys", Some(token), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    created["key"]["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// Enrolls a device as the enrollment route will: on the store, acting as the device.
-async fn enroll(app: &TestApp, api_key_id: Uuid, label: &str, status: InitialStatus) -> Uuid {
-    let device_id = Uuid::new_v4();
-    let public_key = PublicKeySpki::parse(PUBLIC_KEY).unwrap();
-    let command = DeviceCommand::Enroll(EnrollDevice {
-        device_id,
-        api_key_id,
-        key_id: public_key.key_id(),
-        public_key,
-        label: label.into(),
-        fingerprint: format!("fp-{label}"),
-        user_agent: Some("keyguard-device/0.1".into()),
-        metadata: json!({ "os": "linux" }),
-        ip: None,
-        initial_status: status,
-        enrollment_code_id: None,
-        at: Utc::now(),
-    });
-    let metadata = EventMetadata::new(Actor::Device { id: device_id }, Utc::now()).to_map();
-    app.db
-        .cqrs::<Device>(vec![], ())
-        .execute_with_metadata(&device_id.to_string(), command, metadata)
-        .await
-        .unwrap();
-    app.platform.projections.catch_up().await.unwrap();
-    device_id
-}
 
 /// Sends a request with an optional `If-Match`; returns the status, the ETag and the JSON body.
 async fn send(
@@ -80,8 +41,8 @@ async fn send(
 async fn lifecycle_follows_the_domain_and_refuses_with_its_codes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.bootstrap_admin().await;
-    let key = create_key(&app, &admin, "Main").await;
-    let id = enroll(&app, key, "build agent", InitialStatus::Pending).await;
+    let key = app.create_key(&admin, "Main").await;
+    let id = app.seed_device(key, "build agent", InitialStatus::Pending).await;
     let path = format!("/api/v1/devices/{id}");
     let call = |method: Method, suffix: &'static str, body: Option<Value>| {
         let app = &app;
@@ -208,12 +169,12 @@ async fn lifecycle_follows_the_domain_and_refuses_with_its_codes(backend: Backen
 async fn list_filters_pages_and_counts_every_status(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.bootstrap_admin().await;
-    let first = create_key(&app, &admin, "First").await;
-    let second = create_key(&app, &admin, "Second").await;
-    let pending = enroll(&app, first, "alpha laptop", InitialStatus::Pending).await;
-    let active = enroll(&app, first, "beta phone", InitialStatus::Active).await;
-    let suspended = enroll(&app, second, "gamma server", InitialStatus::Active).await;
-    let revoked = enroll(&app, second, "delta tablet", InitialStatus::Pending).await;
+    let first = app.create_key(&admin, "First").await;
+    let second = app.create_key(&admin, "Second").await;
+    let pending = app.seed_device(first, "alpha laptop", InitialStatus::Pending).await;
+    let active = app.seed_device(first, "beta phone", InitialStatus::Active).await;
+    let suspended = app.seed_device(second, "gamma server", InitialStatus::Active).await;
+    let revoked = app.seed_device(second, "delta tablet", InitialStatus::Pending).await;
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -286,7 +247,7 @@ async fn enrollment_codes_are_shown_once_listed_without_secret_and_revoked(backe
     assert_eq!(status, 400, "no key yet: {body}");
     assert!(body["fields"]["apiKeyId"].is_string(), "{body}");
 
-    let key = create_key(&app, &admin, "Only").await;
+    let key = app.create_key(&admin, "Only").await;
     // With exactly one active key, apiKeyId may be left out.
     let (status, issued) = app
         .call(
@@ -391,7 +352,7 @@ async fn enrollment_codes_are_shown_once_listed_without_secret_and_revoked(backe
     assert_eq!((status, body["error"].as_str()), (404, Some("enrollment_code_not_found")), "{body}");
 
     // With two active keys the caller must say which.
-    let second = create_key(&app, &admin, "Second").await;
+    let second = app.create_key(&admin, "Second").await;
     let (status, body) =
         app.call(Method::POST, "/api/v1/devices/enrollment-code", Some(&admin), Some(json!({}))).await;
     assert_eq!(status, 400, "{body}");
@@ -419,10 +380,10 @@ async fn concurrent_approve_and_revoke_let_exactly_one_win(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.bootstrap_admin().await;
     let operator = app.user_with_role(&admin, "operator").await;
-    let key = create_key(&app, &admin, "Main").await;
+    let key = app.create_key(&admin, "Main").await;
     let mut winners = (0, 0);
     for round in 0..10 {
-        let id = enroll(&app, key, &format!("round {round}"), InitialStatus::Pending).await;
+        let id = app.seed_device(key, &format!("round {round}"), InitialStatus::Pending).await;
         let path = format!("/api/v1/devices/{id}");
         let (_, etag, _) = send(&app, Method::GET, &path, &admin, None, None).await;
         let etag = etag.expect("a version");
@@ -461,7 +422,7 @@ async fn concurrent_approve_and_revoke_let_exactly_one_win(backend: Backend) {
     assert_eq!(winners.0 + winners.1, 10);
 
     // A stale or malformed version is refused before anything is decided.
-    let id = enroll(&app, key, "stale", InitialStatus::Pending).await;
+    let id = app.seed_device(key, "stale", InitialStatus::Pending).await;
     let (status, _, body) =
         send(&app, Method::PATCH, &format!("/api/v1/devices/{id}/approve"), &admin, Some("\"7\""), None)
             .await;
@@ -484,8 +445,8 @@ async fn operators_manage_devices_and_auditors_only_read(backend: Backend) {
     let admin = app.bootstrap_admin().await;
     let operator = app.user_with_role(&admin, "operator").await;
     let auditor = app.user_with_role(&admin, "auditor").await;
-    let key = create_key(&app, &admin, "Main").await;
-    let id = enroll(&app, key, "shared", InitialStatus::Pending).await;
+    let key = app.create_key(&admin, "Main").await;
+    let id = app.seed_device(key, "shared", InitialStatus::Pending).await;
     let device = format!("/api/v1/devices/{id}");
     let (status, issued) =
         app.call(Method::POST, "/api/v1/devices/enrollment-code", Some(&admin), Some(json!({}))).await;

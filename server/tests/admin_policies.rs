@@ -4,51 +4,11 @@
 
 mod support;
 
-use chrono::Utc;
-use domain::device::{Device, DeviceCommand, EnrollDevice, InitialStatus};
-use domain::metadata::{Actor, EventMetadata};
-use domain::protocol::PublicKeySpki;
+use domain::device::InitialStatus;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Backend, TestApp};
 use uuid::Uuid;
-
-const PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEIzqvBP4b0IVzk4HnvYE1Ea60RncyOJYxyI+QjPHZWKQyVBYj5graxhEJdMV5ChywPhe/jDBs4bWWIjPKkoX8ng==";
-
-async fn create_key(app: &TestApp, token: &str, name: &str) -> Uuid {
-    let body = json!({ "name": name, "provider": "openai", "environment": "production", "providerKey": "sk-test-0123456789" });
-    let (status, created) = app.call(Method::POST, "/api/v1/keys", Some(token), Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    created["key"]["id"].as_str().unwrap().parse().unwrap()
-}
-
-/// Enrolls a device as the enrollment route will: on the store, acting as the device.
-async fn enroll(app: &TestApp, api_key_id: Uuid) -> Uuid {
-    let device_id = Uuid::new_v4();
-    let public_key = PublicKeySpki::parse(PUBLIC_KEY).unwrap();
-    let command = DeviceCommand::Enroll(EnrollDevice {
-        device_id,
-        api_key_id,
-        key_id: public_key.key_id(),
-        public_key,
-        label: "laptop".into(),
-        fingerprint: "fp-1".into(),
-        user_agent: None,
-        metadata: json!({}),
-        ip: None,
-        initial_status: InitialStatus::Active,
-        enrollment_code_id: None,
-        at: Utc::now(),
-    });
-    let metadata = EventMetadata::new(Actor::Device { id: device_id }, Utc::now()).to_map();
-    app.db
-        .cqrs::<Device>(vec![], ())
-        .execute_with_metadata(&device_id.to_string(), command, metadata)
-        .await
-        .unwrap();
-    app.platform.projections.catch_up().await.unwrap();
-    device_id
-}
 
 fn settings(value: Value) -> Option<Value> {
     Some(json!({ "settings": value }))
@@ -57,9 +17,9 @@ fn settings(value: Value) -> Option<Value> {
 async fn levels_are_set_read_merged_and_cleared(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.bootstrap_admin().await;
-    let key = create_key(&app, &admin, "Main").await;
-    let other_key = create_key(&app, &admin, "Other").await;
-    let device = enroll(&app, key).await;
+    let key = app.create_key(&admin, "Main").await;
+    let other_key = app.create_key(&admin, "Other").await;
+    let device = app.seed_device(key, "laptop", InitialStatus::Active).await;
     let key_path = format!("/api/v1/policies/keys/{key}");
     let device_path = format!("/api/v1/policies/devices/{device}");
 
@@ -234,8 +194,8 @@ async fn levels_are_set_read_merged_and_cleared(backend: Backend) {
 async fn invalid_settings_name_their_field(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let admin = app.bootstrap_admin().await;
-    let key = create_key(&app, &admin, "Main").await;
-    let device = enroll(&app, key).await;
+    let key = app.create_key(&admin, "Main").await;
+    let device = app.seed_device(key, "laptop", InitialStatus::Active).await;
     let global = "/api/v1/policies/global".to_owned();
     let key_path = format!("/api/v1/policies/keys/{key}");
     let device_path = format!("/api/v1/policies/devices/{device}");
@@ -279,8 +239,8 @@ async fn operators_manage_policies_and_auditors_only_read(backend: Backend) {
     let admin = app.bootstrap_admin().await;
     let operator = app.user_with_role(&admin, "operator").await;
     let auditor = app.user_with_role(&admin, "auditor").await;
-    let key = create_key(&app, &admin, "Main").await;
-    let device = enroll(&app, key).await;
+    let key = app.create_key(&admin, "Main").await;
+    let device = app.seed_device(key, "laptop", InitialStatus::Active).await;
     let global = "/api/v1/policies/global".to_owned();
     let key_path = format!("/api/v1/policies/keys/{key}");
     let device_path = format!("/api/v1/policies/devices/{device}");

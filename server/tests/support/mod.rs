@@ -259,3 +259,55 @@ macro_rules! on_both_backends {
         )*
     };
 }
+
+/// A valid P-256 public key (the TypeScript SDK's test vector) for devices seeded on the store.
+pub const VECTOR_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEIzqvBP4b0IVzk4HnvYE1Ea60RncyOJYxyI+QjPHZWKQyVBYj5graxhEJdMV5ChywPhe/jDBs4bWWIjPKkoX8ng==";
+
+impl TestApp {
+    /// Creates an OpenAI key over the API (as `token`) and returns its id.
+    pub async fn create_key(&self, token: &str, name: &str) -> uuid::Uuid {
+        let body = serde_json::json!({
+            "name": name, "provider": "openai", "environment": "production", "providerKey": "sk-test-0123456789"
+        });
+        let (status, created) =
+            self.call(reqwest::Method::POST, "/api/v1/keys", Some(token), Some(body)).await;
+        assert_eq!(status, 201, "{created}");
+        created["key"]["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Enrolls a device directly on the store, acting as the device, and catches the read models
+    /// up; for admin tests that need devices without going through the signed enrollment route.
+    pub async fn seed_device(
+        &self,
+        api_key_id: uuid::Uuid,
+        label: &str,
+        status: domain::device::InitialStatus,
+    ) -> uuid::Uuid {
+        use domain::device::{Device, DeviceCommand, EnrollDevice};
+        use domain::metadata::{Actor, EventMetadata};
+        let device_id = uuid::Uuid::new_v4();
+        let public_key = domain::protocol::PublicKeySpki::parse(VECTOR_PUBLIC_KEY).unwrap();
+        let command = DeviceCommand::Enroll(EnrollDevice {
+            device_id,
+            api_key_id,
+            key_id: public_key.key_id(),
+            public_key,
+            label: label.into(),
+            fingerprint: format!("fp-{label}"),
+            user_agent: Some("keyguard-device/0.1".into()),
+            metadata: serde_json::json!({ "os": "linux" }),
+            ip: None,
+            initial_status: status,
+            enrollment_code_id: None,
+            at: chrono::Utc::now(),
+        });
+        let metadata = EventMetadata::new(Actor::Device { id: device_id }, chrono::Utc::now()).to_map();
+        self.db
+            .cqrs::<Device>(vec![], ())
+            .execute_with_metadata(&device_id.to_string(), command, metadata)
+            .await
+            .unwrap();
+        self.platform.projections.catch_up().await.unwrap();
+        device_id
+    }
+}
