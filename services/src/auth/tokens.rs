@@ -391,9 +391,13 @@ mod tests {
         assert_eq!(issuer.verify_access(&promoted), Err(TokenError::BadSignature));
         let retyped = edit_part(token, 1, |c| c["typ"] = "refresh".into());
         assert_eq!(issuer.verify_refresh(&retyped), Err(TokenError::BadSignature));
-        let mut bad_sig = token.to_owned();
-        let last = bad_sig.pop().unwrap();
-        bad_sig.push(if last == 'A' { 'B' } else { 'A' });
+        // Change a character inside the signature, not the last one: the last base64url
+        // character also carries padding bits, so changing it can make the text undecodable
+        // (Malformed) rather than a wrong signature, depending on the random token.
+        let mut bad_sig = token.as_bytes().to_vec();
+        let at = bad_sig.len() - 5;
+        bad_sig[at] = if bad_sig[at] == b'A' { b'B' } else { b'A' };
+        let bad_sig = String::from_utf8(bad_sig).unwrap();
         assert_eq!(issuer.verify_access(&bad_sig), Err(TokenError::BadSignature));
 
         // alg "none" with an empty signature: the classic JWT bypass.
