@@ -37,6 +37,8 @@ pub struct Config {
     /// Peers whose `X-Forwarded-For` is believed (load balancers); everyone else's address is
     /// taken from the socket, so a client cannot choose the IP that policies and audits see.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest signed request body the device-facing routes accept (413 above it).
+    pub max_body_bytes: usize,
     pub database_max_connections: u32,
     pub data_dir: PathBuf,
     pub listen_addr: SocketAddr,
@@ -146,6 +148,14 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let max_body_bytes =
+            parse_or("KEYGUARD_MAX_BODY_BYTES", get("KEYGUARD_MAX_BODY_BYTES"), 10 * 1024 * 1024usize)?;
+        if !(1024..=100 * 1024 * 1024).contains(&max_body_bytes) {
+            return Err(ConfigError::new(
+                "KEYGUARD_MAX_BODY_BYTES",
+                format!("must be between 1024 and 104857600 (100 MiB), got {max_body_bytes}"),
+            ));
+        }
         let database_max_connections =
             parse_or("KEYGUARD_DATABASE_MAX_CONNECTIONS", get("KEYGUARD_DATABASE_MAX_CONNECTIONS"), 10u32)?;
         if !(1..=1000).contains(&database_max_connections) {
@@ -197,6 +207,7 @@ impl Config {
             nats_url,
             master_key,
             trusted_proxies,
+            max_body_bytes,
             database_max_connections,
             data_dir,
             listen_addr,
@@ -395,6 +406,8 @@ mod tests {
             ("LEPTOS_RELOAD_PORT", "-1"),
             ("KEYGUARD_NATS_URL", "http://127.0.0.1:4222"),
             ("KEYGUARD_TRUSTED_PROXIES", "10.0.0.0/8, proxy.internal"),
+            ("KEYGUARD_MAX_BODY_BYTES", "10"),
+            ("KEYGUARD_MAX_BODY_BYTES", "lots"),
             ("KEYGUARD_MASTER_KEY", "c2hvcnQ="),
             ("KEYGUARD_PREVIOUS_MASTER_KEYS", "not base64!"),
             ("KEYGUARD_OPENAI_BASE_URL", "api.openai.com"),

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use services::events::EventBus;
+use services::gate::GateConfig;
 use services::gate::{GateStores, SharedStores};
 use services::outbox::{NatsTarget, OutboxConfig, OutboxRelay};
 use services::platform::Platform;
@@ -82,7 +83,12 @@ impl Application {
             None => GateStores::InMemory,
             Some(client) => GateStores::Shared(SharedStores::new(client.clone(), config.gate_stores.clone())),
         };
-        let platform = Arc::new(Platform::with_gate_stores(db.clone(), master_keys, gate_stores)?);
+        let platform = Arc::new(Platform::with_gate(
+            db.clone(),
+            master_keys,
+            GateConfig { max_body_bytes: config.max_body_bytes, ..GateConfig::default() },
+            gate_stores,
+        )?);
         // Bring the read models up to date before the first request reads them.
         platform.projections.catch_up().await.context("cannot bring the read models up to date")?;
         platform
@@ -140,7 +146,7 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let options = state.leptos_options.clone();
     Router::new()
-        .nest("/api/v1", crate::api::router(state.clone()).merge(crate::proxy::router()))
+        .nest("/api/v1", crate::api::router(state.clone()).merge(crate::proxy::router(state.clone())))
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
         .leptos_routes(&state, routes, move || app::shell(options.clone()))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))

@@ -477,7 +477,34 @@ async fn a_suspension_holds_from_the_next_request(backend: Backend) {
     wait_for_reasons(&app, REJECTED_KIND, &["device_not_active", "project_key_inactive"]).await;
 }
 
+async fn the_body_limit_is_configurable_and_requests_are_counted_by_route(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.max_body_bytes = 4096).await;
+    let admin = app.bootstrap_admin().await;
+    let project = create_project(&app, &admin).await;
+    let (device, _) = active_device(&app, &project).await;
+
+    let fits = vec![b'a'; 4096];
+    let answer = send(&app, "POST", VERIFY, &sign(&device, &project.raw, "POST", VERIFY, &fits), fits).await;
+    assert_eq!(answer.status, 200, "a body at the limit passes: {}", answer.body);
+    let over = vec![b'a'; 4097];
+    let answer = send(&app, "POST", VERIFY, &sign(&device, &project.raw, "POST", VERIFY, &over), over).await;
+    assert_eq!(answer.status, 413, "{}", answer.body);
+    wait_for_reasons(&app, REJECTED_KIND, &["body_too_large"]).await;
+
+    // The device-facing routes are in /metrics like the admin API.
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for status in ["200", "413"] {
+        let counted = text.lines().any(|line| {
+            line.starts_with("keyguard_http_requests_total{")
+                && line.contains(r#"route="/api/v1/keyguard/verify-test""#)
+                && line.contains(&format!(r#"status="{status}""#))
+        });
+        assert!(counted, "verify-test {status} is counted:\n{text}");
+    }
+}
+
 on_both_backends!(
+    the_body_limit_is_configurable_and_requests_are_counted_by_route,
     forty_hostile_requests_get_the_generic_401_and_are_audited,
     too_many_requests_per_minute_get_429_with_retry_after,
     a_suspension_holds_from_the_next_request,

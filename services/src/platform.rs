@@ -51,13 +51,15 @@ impl std::fmt::Debug for Platform {
 impl Platform {
     /// A single-node platform: the gate keeps nonces and limits in memory.
     pub fn new(db: Database, master_keys: Arc<MasterKeys>) -> Result<Self, ServiceError> {
-        Self::with_gate_stores(db, master_keys, GateStores::InMemory)
+        Self::with_gate(db, master_keys, GateConfig::default(), GateStores::InMemory)
     }
 
-    /// A platform whose gate keeps nonces and limits in `stores` (shared by a cluster's nodes).
-    pub fn with_gate_stores(
+    /// A platform whose gate uses `config` and keeps nonces and limits in `stores` (shared by a
+    /// cluster's nodes, or in memory).
+    pub fn with_gate(
         db: Database,
         master_keys: Arc<MasterKeys>,
+        config: GateConfig,
         stores: GateStores,
     ) -> Result<Self, ServiceError> {
         let clock = Arc::new(SystemClock);
@@ -65,7 +67,7 @@ impl Platform {
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         let envelope = Envelope::new(db.clone(), master_keys);
         Ok(Self {
-            gate: Gate::new(db.clone(), envelope.clone(), GateConfig::default(), stores),
+            gate: Gate::new(db.clone(), envelope.clone(), config, stores),
             audit: AuditRecorder::new(db.clone()),
             sessions: Sessions::new(db.clone(), Arc::new(tokens)),
             throttle: LoginThrottle::new(ThrottleConfig::default(), clock),

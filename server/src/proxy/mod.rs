@@ -9,12 +9,13 @@ pub mod providers;
 pub mod verify_test;
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{any, post};
 
 use crate::startup::AppState;
 
-/// The device-facing routes, to be nested under `/api/v1`.
-pub fn router() -> Router<AppState> {
+/// The device-facing routes, to be nested under `/api/v1`; counted in `/metrics` like the rest.
+pub fn router(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/keyguard/enroll", post(enroll::enroll))
         // Any method reaches the gate, so that a request signed for another method is refused
@@ -22,4 +23,5 @@ pub fn router() -> Router<AppState> {
         .route("/keyguard/verify-test", any(verify_test::verify_test))
         // `/proxy/{provider}/{path}` too: the handler reads the first segment itself.
         .route("/proxy/{*path}", any(forward::proxy))
+        .route_layer(from_fn_with_state(state, crate::metrics::track))
 }
