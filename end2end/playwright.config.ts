@@ -1,5 +1,12 @@
 // Browser tests drive the distribution's Chromium (browser downloads are not possible here) against
 // a keyguard server that Playwright starts on a loopback port with a throwaway SQLite store.
+//
+// One server serves every test, and its first admin can be created only once, so the projects
+// run in this order:
+//   signer  — the test client's kg-v1 signer against the SDK's vectors (no browser);
+//   setup   — creates the first admin through the setup page (`setup.spec.ts`);
+//   desktop, mobile — everything else, in parallel, each test signing in as that admin and
+//             making its own keys, devices and users under unique names.
 import { defineConfig, devices } from "@playwright/test";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,6 +16,9 @@ const port = Number(process.env.KEYGUARD_E2E_PORT ?? 3107);
 const baseURL = `http://127.0.0.1:${port}`;
 const chromium = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const dataDir = mkdtempSync(join(tmpdir(), "keyguard-e2e-"));
+
+const SIGNER = /kg\.spec\.ts$/;
+const SETUP = /setup\.spec\.ts$/;
 
 export default defineConfig({
   testDir: "./tests",
@@ -39,8 +49,20 @@ export default defineConfig({
     },
   },
   projects: [
-    { name: "desktop", use: { viewport: { width: 1280, height: 800 } } },
-    { name: "mobile", use: { ...devices["Pixel 7"], browserName: "chromium" } },
+    { name: "signer", testMatch: SIGNER },
+    { name: "setup", testMatch: SETUP, use: { viewport: { width: 1280, height: 800 } } },
+    {
+      name: "desktop",
+      testIgnore: [SIGNER, SETUP],
+      dependencies: ["signer", "setup"],
+      use: { viewport: { width: 1280, height: 800 } },
+    },
+    {
+      name: "mobile",
+      testIgnore: [SIGNER, SETUP],
+      dependencies: ["signer", "setup"],
+      use: { ...devices["Pixel 7"], browserName: "chromium" },
+    },
   ],
   webServer: {
     command: process.env.KEYGUARD_BIN ?? "../target/debug/keyguard",
