@@ -16,6 +16,7 @@ pub mod gate;
 pub mod keys;
 pub mod login;
 pub mod outbox;
+pub mod overview;
 pub mod platform;
 pub mod policies;
 pub mod projections;

@@ -25,8 +25,16 @@ pub const PASSWORD_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
 
 /// Every read-model table, for full dumps.
-pub const READ_MODEL_TABLES: &[&str] =
-    &["devices", "api_keys", "enrollment_codes", "users", "policies", "audit_log", "projection_checkpoints"];
+pub const READ_MODEL_TABLES: &[&str] = &[
+    "devices",
+    "api_keys",
+    "enrollment_codes",
+    "users",
+    "policies",
+    "audit_log",
+    "traffic_hourly",
+    "projection_checkpoints",
+];
 
 pub fn nats_url() -> String {
     std::env::var("KEYGUARD_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
@@ -217,13 +225,14 @@ pub async fn enroll(db: &Database, device: Uuid, api_key: Uuid, code: Option<Uui
         .unwrap();
 }
 
-/// Every row of each table as JSON text, in primary-key order, on either backend.
+/// Every row of each table as JSON text, on either backend, ordered by the first two columns
+/// (which hold each table's primary key).
 pub async fn dump(db: &Database, tables: &[&str]) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     for table in tables {
         let rows: Vec<(String,)> = match db {
             Database::Postgres(pool) => {
-                let sql = format!("SELECT row_to_json(t)::text FROM (SELECT * FROM {table} ORDER BY 1) t");
+                let sql = format!("SELECT row_to_json(t)::text FROM (SELECT * FROM {table} ORDER BY 1, 2) t");
                 sqlx::query_as(&sql).fetch_all(pool).await.unwrap()
             }
             Database::Sqlite(pool) => {
@@ -233,7 +242,12 @@ pub async fn dump(db: &Database, tables: &[&str]) -> BTreeMap<String, Vec<String
                         .await
                         .unwrap();
                 let pairs: Vec<String> = columns.iter().map(|(c,)| format!("'{c}', {c}")).collect();
-                let sql = format!("SELECT json_object({}) FROM {table} ORDER BY 1", pairs.join(", "));
+                let order: Vec<&str> = columns.iter().take(2).map(|(c,)| c.as_str()).collect();
+                let sql = format!(
+                    "SELECT json_object({}) FROM {table} ORDER BY {}",
+                    pairs.join(", "),
+                    order.join(", ")
+                );
                 sqlx::query_as(&sql).fetch_all(pool).await.unwrap()
             }
         };

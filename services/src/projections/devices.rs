@@ -18,6 +18,9 @@ pub(super) const TABLES: &[&str] = &["devices"];
 pub(super) struct Usage {
     pub api_key_id: Uuid,
     pub device_id: Uuid,
+    /// As the key's provider is spelled in events (`openai`, `anthropic`, …).
+    #[serde(default)]
+    pub provider: String,
     pub status: u16,
     pub completed: bool,
     #[serde(default)]

@@ -1,5 +1,5 @@
 //! Projections: keep the read models (devices, API keys, enrollment codes, users, policies, audit
-//! log) up to date from the event log, each with a checkpoint written in the same transaction
+//! log, hourly traffic) up to date from the event log, each with a checkpoint written in the same transaction
 //! as its read-model change, so a crash at any point neither loses nor repeats an event.
 //!
 //! [`Projections::catch_up`] applies everything committed so far (commands call it for
@@ -11,6 +11,7 @@ mod api_keys;
 mod audit_log;
 mod devices;
 mod policies;
+mod traffic;
 mod users;
 
 use std::collections::HashMap;
@@ -36,16 +37,18 @@ pub enum Projection {
     Users,
     Policies,
     AuditLog,
+    Traffic,
 }
 
 impl Projection {
-    pub const ALL: [Projection; 6] = [
+    pub const ALL: [Projection; 7] = [
         Projection::Devices,
         Projection::ApiKeys,
         Projection::EnrollmentCodes,
         Projection::Users,
         Projection::Policies,
         Projection::AuditLog,
+        Projection::Traffic,
     ];
 
     /// The checkpoint's name. Stored: never rename one.
@@ -57,6 +60,7 @@ impl Projection {
             Projection::Users => "users",
             Projection::Policies => "policies",
             Projection::AuditLog => "audit_log",
+            Projection::Traffic => "traffic",
         }
     }
 
@@ -69,6 +73,7 @@ impl Projection {
             Projection::Users => users::TABLES,
             Projection::Policies => policies::TABLES,
             Projection::AuditLog => audit_log::TABLES,
+            Projection::Traffic => traffic::TABLES,
         }
     }
 
@@ -80,6 +85,7 @@ impl Projection {
             Projection::Users => users::apply(tx, event).await,
             Projection::Policies => policies::apply(tx, event).await,
             Projection::AuditLog => audit_log::apply(tx, event).await,
+            Projection::Traffic => traffic::apply(tx, event).await,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The audit log: filtered, paged listing (newest first) and single entries by position.
+//! The audit log: filtered, paged listing (newest first), the latest security events, and single
+//! entries by position.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -93,6 +94,16 @@ pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Page<AuditEntry
         );
     }
     super::page(db, COLUMNS, "audit_log", w, "position DESC", filter.page).await
+}
+
+/// The newest `limit` entries whose outcome is not `success` (refused sign-ins, signatures,
+/// enrollments, policy denials), newest first.
+pub async fn recent_security(db: &Database, limit: i64) -> Result<Vec<AuditEntry>, ReadModelError> {
+    // The literal matches the partial index `audit_log_security` (a bound value would not, for
+    // PostgreSQL's generic plans), so this reads a few rows however many successes there are.
+    let sql =
+        format!("SELECT {COLUMNS} FROM audit_log WHERE outcome <> 'success' ORDER BY position DESC LIMIT $1");
+    Ok(sql::fetch_all(db, &sql, args![limit.max(0)]).await?)
 }
 
 pub async fn get(db: &Database, position: i64) -> Result<Option<AuditEntry>, ReadModelError> {

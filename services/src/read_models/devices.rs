@@ -1,4 +1,5 @@
-//! Devices: list with filters and paging, counts by status, lookups by id and by (key, keyId).
+//! Devices: list with filters and paging, counts by status, the most active, lookups by id and by
+//! (key, keyId).
 
 use chrono::{DateTime, Utc};
 use domain::device::DeviceStatus;
@@ -68,6 +69,22 @@ pub struct StatusCounts {
     pub total: i64,
 }
 
+/// A device among the busiest, by its proxied requests since it enrolled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[serde(rename_all = "camelCase")]
+pub struct TopDevice {
+    #[sqlx(try_from = "String")]
+    pub id: Uuid,
+    pub label: String,
+    /// One of `pending`, `active`, `suspended`, `revoked`.
+    pub status: String,
+    pub request_count: i64,
+    /// `tokens_in + tokens_out`.
+    pub token_count: i64,
+    pub error_count: i64,
+    pub last_seen_at: Option<DateTime<Utc>>,
+}
+
 /// Newest enrollments first.
 pub async fn list(db: &Database, filter: &DeviceFilter) -> Result<Page<DeviceView>, ReadModelError> {
     let mut w = Where::default();
@@ -122,4 +139,16 @@ pub async fn counts_by_status(db: &Database) -> Result<StatusCounts, ReadModelEr
         counts.total += n;
     }
     Ok(counts)
+}
+
+/// The `limit` devices with the most proxied requests, busiest first; devices that never made one
+/// are left out.
+pub async fn most_active(db: &Database, limit: i64) -> Result<Vec<TopDevice>, ReadModelError> {
+    Ok(sql::fetch_all(
+        db,
+        "SELECT id, label, status, request_count, token_count, error_count, last_seen_at FROM devices \
+         WHERE request_count > 0 ORDER BY request_count DESC, token_count DESC, id LIMIT $1",
+        args![limit.max(0)],
+    )
+    .await?)
 }

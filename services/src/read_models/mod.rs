@@ -7,6 +7,7 @@ pub mod devices;
 pub mod enrollment_codes;
 pub mod policies;
 pub(crate) mod sql;
+pub mod traffic;
 pub mod users;
 
 use serde::Serialize;
