@@ -44,7 +44,7 @@ pub enum Error {
     InvalidBody(String),
 
     /// No connection could be made (refused, DNS failure, TLS failure, connect timeout).
-    #[error("cannot reach the KeyGuard server at {server}: {source}")]
+    #[error("cannot reach the KeyGuard server at {server}")]
     Unreachable {
         server: String,
         #[source]
@@ -52,7 +52,7 @@ pub enum Error {
     },
 
     /// The connection was made but the exchange failed part-way (reset, timeout, bad body).
-    #[error("the request to {server} failed: {source}")]
+    #[error("the request to {server} failed")]
     Transport {
         server: String,
         #[source]

@@ -35,6 +35,7 @@
 //! # Ok::<(), keyguard_sdk::Error>(())
 //! ```
 
+pub mod cli;
 mod client;
 mod enrollment;
 mod error;
