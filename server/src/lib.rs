@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod metrics;
 pub mod proxy;
 pub mod startup;

@@ -43,6 +43,9 @@ pub struct AppState {
     pub proxy: crate::proxy::forward::Forwarder,
     /// Whether session cookies carry `Secure` (off only when serving on a loopback address).
     pub secure_cookies: bool,
+    /// Turns true when the server starts shutting down, so endless responses (the audit live
+    /// stream) end and graceful shutdown can finish.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -58,6 +61,7 @@ pub struct Application {
     state: AppState,
     projections: ProjectionsTask,
     outbox: tokio::task::JoinHandle<()>,
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -102,7 +106,9 @@ impl Application {
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let state = AppState {
+            closing: closing_rx,
             db,
             leptos_options: config.leptos_options(),
             nats,
@@ -114,7 +120,7 @@ impl Application {
                 .context("cannot build the proxy's HTTP client")?,
         };
         let router = router(state.clone());
-        Ok(Self { listener, router, state, projections, outbox })
+        Ok(Self { listener, router, state, projections, outbox, closing })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -128,6 +134,11 @@ impl Application {
     /// Serves until `shutdown` completes, then lets requests in flight finish.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), database = self.state.db.backend(), "serving");
+        let closing = self.closing.clone();
+        let shutdown = async move {
+            shutdown.await;
+            closing.send_replace(true);
+        };
         axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
             .await
@@ -145,10 +156,22 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(app::App);
     let options = state.leptos_options.clone();
+    let backend =
+        app::backend::Backend { platform: state.platform.clone(), secure_cookies: state.secure_cookies };
+    // Pages and server functions: each learns who is asking from the scope middleware, and
+    // reaches the application services through the backend in its context.
+    let dashboard = Router::new()
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || leptos::context::provide_context(backend.clone()),
+            move || app::shell(options.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::dashboard::scope));
     Router::new()
         .nest("/api/v1", crate::api::router(state.clone()).merge(crate::proxy::router(state.clone())))
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
-        .leptos_routes(&state, routes, move || app::shell(options.clone()))
+        .merge(dashboard)
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http())

@@ -5,6 +5,7 @@
 //! HTTP or Leptos.
 
 pub mod audit;
+pub mod audit_query;
 pub mod auth;
 pub mod caller;
 pub mod devices;

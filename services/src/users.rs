@@ -3,10 +3,10 @@
 
 use chrono::Utc;
 use domain::user::{CreateUser, Email, Role, UserCommand};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use crate::auth::{check_password_policy, hash_password};
+use crate::auth::{check_password_policy, hash_password, verify_password};
 use crate::caller::Caller;
 use crate::error::ServiceError;
 use crate::platform::Platform;
@@ -111,6 +111,41 @@ pub async fn set_password(
     platform.execute(&platform.users, &id.to_string(), command, caller).await?;
     platform.sessions.revoke_all_for_user(id).await.map_err(|e| ServiceError::Internal(e.to_string()))?;
     require(platform, id).await
+}
+
+/// A user changing their own password: the current one must be right (a stolen session alone
+/// cannot take over the account). Like an admin's reset, it ends every session of the user.
+pub async fn change_own_password(
+    platform: &Platform,
+    caller: &Caller,
+    id: Uuid,
+    current: &SecretString,
+    new_password: SecretString,
+) -> Result<UserView, ServiceError> {
+    let user = require(platform, id).await?;
+    let email = Email::parse(&user.email).map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let credentials = users::credentials_by_email(&platform.db, &email).await?;
+    let verified = match &credentials {
+        Some(credentials) if credentials.user_id == id => {
+            verify_password(current, &credentials.password_hash).await
+        }
+        _ => false,
+    };
+    if !verified {
+        return Err(ServiceError::Invalid {
+            field: "current",
+            code: "invalid_credentials",
+            message: "the current password is not right".to_owned(),
+        });
+    }
+    if current.expose_secret() == new_password.expose_secret() {
+        return Err(ServiceError::Invalid {
+            field: "new_password",
+            code: "password_unchanged",
+            message: "the new password is the current one".to_owned(),
+        });
+    }
+    set_password(platform, caller, id, new_password).await
 }
 
 pub async fn list(platform: &Platform, filter: &UserFilter) -> Result<Page<UserView>, ServiceError> {

@@ -34,6 +34,20 @@ pub enum ApiKeyStatus {
     Revoked,
 }
 
+impl std::str::FromStr for ApiKeyStatus {
+    type Err = String;
+
+    /// `active`, `expired` or `revoked`; the error says which values are accepted.
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "active" => Ok(Self::Active),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            other => Err(format!("`{other}` is not one of active, expired, revoked")),
+        }
+    }
+}
+
 /// Whether an enrollment code can be redeemed at a given instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

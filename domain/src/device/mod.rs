@@ -29,7 +29,7 @@ pub use command::{DeviceCommand, EnrollDevice};
 pub use error::{DeviceAction, DeviceError};
 pub use event::DeviceEvent;
 pub use rotation::{ROTATION_PROOF_TAG, rotation_message};
-pub use status::{DeviceStatus, InitialStatus};
+pub use status::{DeviceStatus, InitialStatus, UnknownStatus};
 
 /// Longest accepted label, in characters (the original API's limit).
 pub const MAX_LABEL_CHARS: usize = 255;

@@ -25,6 +25,25 @@ impl DeviceStatus {
     }
 }
 
+impl std::str::FromStr for DeviceStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "pending" => Ok(DeviceStatus::Pending),
+            "active" => Ok(DeviceStatus::Active),
+            "suspended" => Ok(DeviceStatus::Suspended),
+            "revoked" => Ok(DeviceStatus::Revoked),
+            other => Err(UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// A status name that is not one of `pending`, `active`, `suspended`, `revoked`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device status {0:?}; expected pending, active, suspended or revoked")]
+pub struct UnknownStatus(pub String);
+
 impl fmt::Display for DeviceStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

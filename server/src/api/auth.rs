@@ -16,7 +16,7 @@ use domain::metadata::Actor;
 use domain::user::{Permission, Role};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
-use services::auth::{ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, TokenPair};
+use services::auth::TokenPair;
 use services::caller::Caller;
 use services::login::{self, LoginError};
 use services::read_models::users::{self as user_views, UserView};
@@ -27,10 +27,8 @@ use uuid::Uuid;
 use crate::api::{ApiError, RequestContext};
 use crate::startup::AppState;
 
-pub const ACCESS_COOKIE: &str = "kg_access";
-pub const REFRESH_COOKIE: &str = "kg_refresh";
-/// The refresh cookie is only sent to the auth routes: nothing else needs it.
-const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
+use app::backend::cookies as session_cookies;
+pub use app::backend::cookies::{ACCESS_COOKIE, REFRESH_COOKIE};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -66,16 +64,15 @@ impl CurrentUser {
     }
 }
 
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let context = RequestContext::from_request_parts(parts, state).await.expect("infallible");
-        let token = bearer(&parts.headers)
-            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE))
-            .ok_or(ApiError::Unauthorized)?;
+impl CurrentUser {
+    /// The user an access token names, if it is valid and the account is enabled.
+    pub async fn from_token(
+        state: &AppState,
+        token: &str,
+        context: RequestContext,
+    ) -> Result<Self, ApiError> {
         let claims =
-            state.platform.sessions.tokens().verify_access(&token).map_err(|_| ApiError::Unauthorized)?;
+            state.platform.sessions.tokens().verify_access(token).map_err(|_| ApiError::Unauthorized)?;
         let user = user_views::get(&state.platform.db, claims.user_id)
             .await
             .map_err(ApiError::internal)?
@@ -86,6 +83,18 @@ impl FromRequestParts<AppState> for CurrentUser {
             .parse()
             .map_err(|_| ApiError::internal(anyhow::anyhow!("stored role is not a role")))?;
         Ok(Self { user, role, context })
+    }
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let context = RequestContext::from_request_parts(parts, state).await.expect("infallible");
+        let token = bearer(&parts.headers)
+            .or_else(|| cookie(&parts.headers, ACCESS_COOKIE))
+            .ok_or(ApiError::Unauthorized)?;
+        Self::from_token(state, &token, context).await
     }
 }
 
@@ -152,15 +161,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value.to_owned())
-        .filter(|v| !v.is_empty())
+    session_cookies::read(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -254,9 +255,7 @@ pub async fn logout_handler(
         let _ = login::logout(&state.platform, &token).await;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let secure = state.secure_cookies;
-    append_cookie(&mut response, ACCESS_COOKIE, "", "/", 0, secure);
-    append_cookie(&mut response, REFRESH_COOKIE, "", REFRESH_COOKIE_PATH, 0, secure);
+    append_cookies(&mut response, session_cookies::cleared(state.secure_cookies));
     Ok(response)
 }
 
@@ -322,30 +321,22 @@ fn refresh_token(headers: &HeaderMap, body: Option<Json<RefreshRequest>>) -> Opt
 }
 
 fn session_response(state: &AppState, tokens: &TokenPair, user: Option<UserSummary>) -> Response {
-    let access = tokens.access.token.expose_secret().to_owned();
-    let refresh = tokens.refresh.token.expose_secret().to_owned();
-    let secure = state.secure_cookies;
-    let mut response =
-        Json(SessionResponse { access_token: access.clone(), refresh_token: refresh.clone(), user })
-            .into_response();
-    append_cookie(&mut response, ACCESS_COOKIE, &access, "/", ACCESS_TOKEN_TTL.num_seconds(), secure);
-    append_cookie(
-        &mut response,
-        REFRESH_COOKIE,
-        &refresh,
-        REFRESH_COOKIE_PATH,
-        REFRESH_TOKEN_TTL.num_seconds(),
-        secure,
-    );
+    let mut response = Json(SessionResponse {
+        access_token: tokens.access.token.expose_secret().to_owned(),
+        refresh_token: tokens.refresh.token.expose_secret().to_owned(),
+        user,
+    })
+    .into_response();
+    append_cookies(&mut response, session_cookies::session(tokens, state.secure_cookies));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn append_cookie(response: &mut Response, name: &str, value: &str, path: &str, max_age: i64, secure: bool) {
-    let secure = if secure { "; Secure" } else { "" };
-    let cookie = format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+fn append_cookies(response: &mut Response, cookies: impl IntoIterator<Item = String>) {
+    for cookie in cookies {
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
 }
 

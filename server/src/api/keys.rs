@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use chrono::{DateTime, TimeDelta, Utc};
-use domain::api_key::ApiKeyStatus;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use services::keys::{self, IssuedKey, NewKey};
@@ -134,18 +133,7 @@ pub async fn list(
     Query(query): Query<KeyQuery>,
 ) -> Result<Json<PageResponse<KeyResponse>>, ApiError> {
     let filter = ApiKeyFilter {
-        status: match query.status.as_deref().filter(|s| !s.is_empty()) {
-            None => None,
-            Some("active") => Some(ApiKeyStatus::Active),
-            Some("expired") => Some(ApiKeyStatus::Expired),
-            Some("revoked") => Some(ApiKeyStatus::Revoked),
-            Some(other) => {
-                return Err(ApiError::bad_field(
-                    "status",
-                    format!("`{other}` is not one of active, expired, revoked"),
-                ));
-            }
-        },
+        status: parse_opt("status", query.status.as_deref())?,
         provider: parse_opt("provider", query.provider.as_deref())?,
         environment: parse_opt("environment", query.environment.as_deref())?,
         search: query.search.filter(|s| !s.trim().is_empty()),

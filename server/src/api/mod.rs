@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`, one module per feature area.
 
 pub mod audit;
+pub mod audit_export;
 pub mod auth;
 pub mod context;
 pub mod devices;

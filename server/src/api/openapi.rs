@@ -58,6 +58,8 @@ use crate::startup::AppState;
         policies::effective,
         audit::list,
         audit::get_one,
+        crate::api::audit_export::export,
+        crate::api::audit_export::stream,
     ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
     modifiers(&BearerAuth),

@@ -144,6 +144,8 @@ pub struct Projections {
     running: Mutex<()>,
     /// Told about each batch this process committed (the proxy gate's caches).
     listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
+    /// The position every read model has reached, as of this process's latest catch-up.
+    reached: watch::Sender<i64>,
 }
 
 /// Something that must see events as soon as the read models hold them, before the
@@ -162,7 +164,14 @@ impl Projections {
             config,
             running: Mutex::new(()),
             listener: std::sync::OnceLock::new(),
+            reached: watch::Sender::new(0),
         }
+    }
+
+    /// Follows the position the read models have reached (the audit log's live stream waits on
+    /// it instead of polling).
+    pub fn watch_reached(&self) -> watch::Receiver<i64> {
+        self.reached.subscribe()
     }
 
     /// Registers the one listener; returns `false` if one was already registered.
@@ -208,6 +217,11 @@ impl Projections {
         loop {
             let reached = self.apply_available().await?;
             if reached >= target {
+                self.reached.send_if_modified(|known| {
+                    let moved = reached > *known;
+                    *known = (*known).max(reached);
+                    moved
+                });
                 return Ok(reached);
             }
             if started.elapsed() >= self.config.catch_up_timeout {

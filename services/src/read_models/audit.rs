@@ -61,6 +61,32 @@ pub struct AuditFilter {
 }
 
 pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Page<AuditEntry>, ReadModelError> {
+    super::page(db, COLUMNS, "audit_log", conditions(filter), "position DESC", filter.page).await
+}
+
+/// Up to `limit` entries matching `filter` (its page is ignored) that come after `position`,
+/// oldest first: the exports and the live stream walk the log with it, in bounded memory and
+/// without counting or skipping rows.
+pub async fn after(
+    db: &Database,
+    filter: &AuditFilter,
+    position: i64,
+    limit: i64,
+) -> Result<Vec<AuditEntry>, ReadModelError> {
+    let mut w = conditions(filter);
+    w.and("position > $", position);
+    let limit_placeholder = w.bind(limit.clamp(1, PageRequest::MAX_LIMIT));
+    let sql =
+        format!("SELECT {COLUMNS} FROM audit_log{} ORDER BY position ASC LIMIT {limit_placeholder}", w.sql());
+    Ok(sql::fetch_all(db, &sql, w.args).await?)
+}
+
+/// The position of the newest entry (0 when the log is empty).
+pub async fn last_position(db: &Database) -> Result<i64, ReadModelError> {
+    Ok(sql::fetch_i64(db, "SELECT COALESCE(MAX(position), 0) FROM audit_log", args![]).await?)
+}
+
+fn conditions(filter: &AuditFilter) -> Where {
     let mut w = Where::default();
     if let Some(from) = filter.from {
         w.and("at >= $", from);
@@ -93,7 +119,7 @@ pub async fn list(db: &Database, filter: &AuditFilter) -> Result<Page<AuditEntry
             needle.trim(),
         );
     }
-    super::page(db, COLUMNS, "audit_log", w, "position DESC", filter.page).await
+    w
 }
 
 /// The newest `limit` entries whose outcome is not `success` (refused sign-ins, signatures,
