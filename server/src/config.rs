@@ -17,7 +17,7 @@ use services::gate::SharedStoresConfig;
 use services::secrets::MasterKeySource;
 pub use services::store::DatabaseConfig;
 use services::store::redact_url;
-pub use services::usage::AuditMode;
+pub use services::usage::{AuditMode, UsageConfig};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,8 +48,10 @@ pub struct Config {
     pub site_pkg_dir: String,
     pub reload_port: u32,
     pub upstream: UpstreamConfig,
-    /// Whether a proxied request waits until its usage record is durable (`KEYGUARD_AUDIT_MODE`).
-    pub audit_mode: AuditMode,
+    /// The usage writer: whether a proxied request waits until its record is durable
+    /// (`KEYGUARD_AUDIT_MODE`), how many records may wait (`KEYGUARD_USAGE_QUEUE_CAPACITY`) and
+    /// for how long at most (`KEYGUARD_USAGE_FLUSH_MS`).
+    pub usage: UsageConfig,
     /// The NATS KV buckets of the shared nonce store and limits, used when `nats_url` is set.
     /// Not read from the environment: the defaults suit every deployment, tests isolate theirs.
     pub gate_stores: SharedStoresConfig,
@@ -191,7 +193,7 @@ impl Config {
             )?,
             timeout: seconds("KEYGUARD_UPSTREAM_TIMEOUT_SECS", get("KEYGUARD_UPSTREAM_TIMEOUT_SECS"), 600)?,
         };
-        let audit_mode = match get("KEYGUARD_AUDIT_MODE").unwrap_or("async") {
+        let mode = match get("KEYGUARD_AUDIT_MODE").unwrap_or("async") {
             "async" => AuditMode::Async,
             "strict" => AuditMode::Strict,
             other => {
@@ -217,7 +219,7 @@ impl Config {
             site_pkg_dir: get("LEPTOS_SITE_PKG_DIR").unwrap_or("pkg").to_owned(),
             reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
             upstream,
-            audit_mode,
+            usage: usage_config(&get, mode)?,
             gate_stores: SharedStoresConfig::default(),
         })
     }
@@ -333,6 +335,30 @@ fn base_url(variable: &'static str, raw: Option<&str>) -> Result<Option<String>,
     Ok(Some(raw.trim_end_matches('/').to_owned()))
 }
 
+fn usage_config<'a>(
+    get: &impl Fn(&str) -> Option<&'a str>,
+    mode: AuditMode,
+) -> Result<UsageConfig, ConfigError> {
+    let defaults = UsageConfig::default();
+    let capacity =
+        parse_or("KEYGUARD_USAGE_QUEUE_CAPACITY", get("KEYGUARD_USAGE_QUEUE_CAPACITY"), defaults.capacity)?;
+    if !(1..=1_000_000).contains(&capacity) {
+        return Err(ConfigError::new(
+            "KEYGUARD_USAGE_QUEUE_CAPACITY",
+            format!("must be between 1 and 1000000 records, got {capacity}"),
+        ));
+    }
+    let default_ms = u64::try_from(defaults.flush_interval.as_millis()).unwrap_or(u64::MAX);
+    let flush_ms = parse_or("KEYGUARD_USAGE_FLUSH_MS", get("KEYGUARD_USAGE_FLUSH_MS"), default_ms)?;
+    if !(1..=60_000).contains(&flush_ms) {
+        return Err(ConfigError::new(
+            "KEYGUARD_USAGE_FLUSH_MS",
+            format!("must be between 1 and 60000 milliseconds, got {flush_ms}"),
+        ));
+    }
+    Ok(UsageConfig { mode, capacity, flush_interval: Duration::from_millis(flush_ms), ..defaults })
+}
+
 /// A whole number of seconds between 1 and one hour.
 fn seconds(variable: &'static str, raw: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
     let secs = parse_or(variable, raw, default)?;
@@ -417,6 +443,9 @@ mod tests {
             ("KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS", "0"),
             ("KEYGUARD_UPSTREAM_TIMEOUT_SECS", "soon"),
             ("KEYGUARD_AUDIT_MODE", "sync"),
+            ("KEYGUARD_USAGE_QUEUE_CAPACITY", "0"),
+            ("KEYGUARD_USAGE_FLUSH_MS", "never"),
+            ("KEYGUARD_USAGE_FLUSH_MS", "600000"),
         ];
         for (variable, value) in cases {
             let err = config(&[(variable, value)]).unwrap_err();
@@ -433,7 +462,9 @@ mod tests {
         }
         assert_eq!(config.upstream.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.upstream.timeout, Duration::from_secs(600));
-        assert_eq!(config.audit_mode, AuditMode::Async);
+        assert_eq!(config.usage.mode, AuditMode::Async);
+        assert_eq!(config.usage.capacity, 10_000);
+        assert_eq!(config.usage.flush_interval, Duration::from_millis(50));
     }
 
     #[test]
@@ -446,6 +477,8 @@ mod tests {
             ("KEYGUARD_UPSTREAM_CONNECT_TIMEOUT_SECS", "3"),
             ("KEYGUARD_UPSTREAM_TIMEOUT_SECS", "90"),
             ("KEYGUARD_AUDIT_MODE", "strict"),
+            ("KEYGUARD_USAGE_QUEUE_CAPACITY", "64"),
+            ("KEYGUARD_USAGE_FLUSH_MS", "250"),
         ])
         .unwrap();
         assert_eq!(config.upstream.base_url(Provider::OpenAi), Some("http://127.0.0.1:8080"));
@@ -454,7 +487,9 @@ mod tests {
         assert_eq!(config.upstream.base_url(Provider::Azure), Some("https://contoso.openai.azure.com"));
         assert_eq!(config.upstream.connect_timeout, Duration::from_secs(3));
         assert_eq!(config.upstream.timeout, Duration::from_secs(90));
-        assert_eq!(config.audit_mode, AuditMode::Strict);
+        assert_eq!(config.usage.mode, AuditMode::Strict);
+        assert_eq!(config.usage.capacity, 64);
+        assert_eq!(config.usage.flush_interval, Duration::from_millis(250));
     }
 
     #[test]

@@ -8,12 +8,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use services::usage::UsageWriter;
 
 use crate::startup::AppState;
 
@@ -40,8 +42,9 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The registry, reading the usage writer's loss count at each scrape.
+    pub fn new(usage: UsageWriter) -> Self {
         let mut registry = Registry::with_prefix("keyguard");
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register("http_requests", "HTTP requests answered", http_requests.clone());
@@ -54,15 +57,31 @@ impl Default for Metrics {
             "Time to answer HTTP requests",
             http_duration.clone(),
         );
+        registry.register_collector(Box::new(UsageMetrics(usage)));
         Self { registry: Arc::new(registry), http_requests, http_duration }
     }
-}
 
-impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
+    }
+}
+
+/// The usage writer's counters, read when scraped (the writer owns them).
+#[derive(Debug)]
+struct UsageMetrics(UsageWriter);
+
+impl Collector for UsageMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let dropped = ConstCounter::new(self.0.dropped());
+        let metric = encoder.encode_descriptor(
+            "usage_records_dropped",
+            "Usage records lost (queue full, writer stopped, or refused by the store)",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(metric)
     }
 }
 

@@ -25,7 +25,6 @@ use services::platform::Platform;
 use services::projections::ProjectionsTask;
 use services::secrets::MasterKeys;
 use services::store::Database;
-use services::usage::UsageConfig;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -100,7 +99,7 @@ impl Application {
             .start(&platform.bus, platform.projections.clone())
             .await
             .context("cannot load the proxy gate's caches")?;
-        platform.usage.start(UsageConfig { mode: config.audit_mode, ..UsageConfig::default() });
+        platform.usage.start(config.usage.clone());
         let projections = platform.projections.clone().spawn(&platform.bus);
         let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
         let listener = TcpListener::bind(config.listen_addr)
@@ -113,7 +112,7 @@ impl Application {
             leptos_options: config.leptos_options(),
             nats,
             trusted_proxies: config.trusted_proxies.clone().into(),
-            metrics: Metrics::default(),
+            metrics: Metrics::new(platform.usage.clone()),
             secure_cookies: !config.listen_addr.ip().is_loopback(),
             platform,
             proxy: crate::proxy::forward::Forwarder::new(&config.upstream)

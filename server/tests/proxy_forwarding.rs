@@ -3,6 +3,10 @@
 //! the client gets the provider's answer unchanged and streamed, failures are 502/504, and every
 //! request leaves a `RequestCompleted` usage event with its token counts.
 //!
+//! Clients that go away cancel the upstream call; strict audit mode stores a record before its
+//! answer ends; queued records survive a graceful shutdown; a full queue's losses are counted
+//! and written down.
+//!
 //! Most tests drive the forwarder behind a minimal front route with a constructed `Admitted`
 //! (the gate's verdict), so that they exercise forwarding alone; the last goes end to end through
 //! `/api/v1/proxy` with a key made over the API, an enrolled device and a kg-v1 signed request.
@@ -21,11 +25,12 @@ use domain::provider::Provider;
 use futures::StreamExt as _;
 use secrecy::zeroize::Zeroizing;
 use serde_json::Value;
+use server::config::{AuditMode, Config};
 use server::proxy::forward::{Forwarder, ProxyRequest, split_provider};
 use services::events::{EventLog, StoredEvent};
 use services::gate::{Admitted, Upstream};
 use services::platform::Platform;
-use services::usage::USAGE_BATCH_TYPE;
+use services::usage::{USAGE_BATCH_TYPE, USAGE_RECORDS_DROPPED, UsageConfig, UsageRecord, UsageWriter};
 use support::upstream::{FakeUpstream, Reply, closed_port_url};
 use support::{Backend, TestApp};
 use uuid::Uuid;
@@ -76,14 +81,16 @@ fn upstream(provider: Provider, base_url: String) -> Upstream {
 
 impl Harness {
     async fn start(backend: Backend, upstream: Upstream) -> Self {
-        Self::start_with(backend, upstream, Duration::from_secs(30)).await
+        Self::start_with(backend, upstream, |_| {}).await
     }
 
-    async fn start_with(backend: Backend, upstream: Upstream, timeout: Duration) -> Self {
+    /// With the app's configuration adjusted by `adjust` (after the harness's own settings).
+    async fn start_with(backend: Backend, upstream: Upstream, adjust: impl FnOnce(&mut Config)) -> Self {
         let mut upstream_config = None;
         let app = TestApp::spawn_with(backend, |config| {
             config.upstream.connect_timeout = Duration::from_secs(2);
-            config.upstream.timeout = timeout;
+            config.upstream.timeout = Duration::from_secs(30);
+            adjust(config);
             upstream_config = Some(config.upstream.clone());
         })
         .await;
@@ -270,14 +277,36 @@ const ANTHROPIC_REST: &str = "event: content_block_delta\ndata: {\"type\":\"cont
     event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n\
     event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 
+/// A fake `provider` that sends `first` at once and `rest` only when released, behind a harness.
+async fn paused_stream(
+    backend: Backend,
+    provider: Provider,
+    first: &str,
+    rest: &str,
+    adjust: impl FnOnce(&mut Config),
+) -> (FakeUpstream, Harness) {
+    let fake =
+        FakeUpstream::spawn(Reply::Sse { first: first.to_owned(), rest: rest.to_owned(), paused: true })
+            .await;
+    let harness = Harness::start_with(backend, upstream(provider, fake.base_url()), adjust).await;
+    (fake, harness)
+}
+
+/// Reads the body until at least `len` bytes have arrived.
+async fn read_at_least(
+    body: &mut (impl futures::Stream<Item = reqwest::Result<axum::body::Bytes>> + Unpin),
+    len: usize,
+) -> Vec<u8> {
+    let mut seen = Vec::new();
+    while seen.len() < len {
+        seen.extend_from_slice(&body.next().await.expect("more of the body").expect("a chunk"));
+    }
+    seen
+}
+
 async fn a_stream_reaches_the_client_before_the_upstream_finishes(backend: Backend) {
-    let fake = FakeUpstream::spawn(Reply::Sse {
-        first: ANTHROPIC_FIRST.to_owned(),
-        rest: ANTHROPIC_REST.to_owned(),
-        paused: true,
-    })
-    .await;
-    let harness = Harness::start(backend, upstream(Provider::Anthropic, fake.base_url())).await;
+    let (fake, harness) =
+        paused_stream(backend, Provider::Anthropic, ANTHROPIC_FIRST, ANTHROPIC_REST, |_| {}).await;
     let response = harness
         .request(reqwest::Method::POST, "/v1/messages", br#"{"stream":true}"#)
         .header("accept", "text/event-stream")
@@ -287,13 +316,9 @@ async fn a_stream_reaches_the_client_before_the_upstream_finishes(backend: Backe
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.bytes_stream();
-    let mut seen = Vec::new();
     // The upstream holds back everything after its first event until released below, so this
     // only completes if the proxy passed the first event on without waiting for the rest.
-    while seen.len() < ANTHROPIC_FIRST.len() {
-        let chunk = body.next().await.expect("the first event").expect("a chunk");
-        seen.extend_from_slice(&chunk);
-    }
+    let mut seen = read_at_least(&mut body, ANTHROPIC_FIRST.len()).await;
     assert_eq!(seen, ANTHROPIC_FIRST.as_bytes());
     fake.release();
     while let Some(chunk) = body.next().await {
@@ -305,16 +330,21 @@ async fn a_stream_reaches_the_client_before_the_upstream_finishes(backend: Backe
     assert_eq!(event.payload["streamed"], true);
 }
 
+const OPENAI_FIRST: &str = "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}],\"usage\":null}\n\n";
+const OPENAI_REST: &str =
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":11}}\n\ndata: [DONE]\n\n";
+
 async fn openai_stream_usage_comes_from_the_last_chunk(backend: Backend) {
-    let first = "data: {\"choices\":[{\"delta\":{\"content\":\"Hello\"}}],\"usage\":null}\n\n";
-    let rest = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":30,\"completion_tokens\":11}}\n\ndata: [DONE]\n\n";
-    let fake =
-        FakeUpstream::spawn(Reply::Sse { first: first.to_owned(), rest: rest.to_owned(), paused: false })
-            .await;
+    let fake = FakeUpstream::spawn(Reply::Sse {
+        first: OPENAI_FIRST.to_owned(),
+        rest: OPENAI_REST.to_owned(),
+        paused: false,
+    })
+    .await;
     let harness = Harness::start(backend, upstream(Provider::OpenAi, fake.base_url())).await;
     let body: &[u8] = br#"{"stream":true,"stream_options":{"include_usage":true}}"#;
     let response = harness.request(reqwest::Method::POST, "/v1/chat/completions", body).send().await.unwrap();
-    assert_eq!(response.text().await.unwrap(), format!("{first}{rest}"));
+    assert_eq!(response.text().await.unwrap(), format!("{OPENAI_FIRST}{OPENAI_REST}"));
     assert_usage(&harness.usage_events(1).await[0], &harness, 200, (30, 11));
 }
 
@@ -330,9 +360,10 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504(backend: Backend) {
     assert_eq!(event.payload["error"], "upstream_unreachable");
 
     let fake = FakeUpstream::spawn(Reply::Hang).await;
-    let harness =
-        Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), Duration::from_millis(300))
-            .await;
+    let harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), |config| {
+        config.upstream.timeout = Duration::from_millis(300)
+    })
+    .await;
     let response =
         harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
     assert_eq!(response.status(), 504);
@@ -342,44 +373,126 @@ async fn an_unreachable_upstream_is_502_and_a_slow_one_504(backend: Backend) {
     assert_eq!(harness.usage_events(1).await[0].payload["error"], "upstream_timeout");
 }
 
-async fn strict_mode_stores_the_record_before_the_answer_ends(backend: Backend) {
-    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
-    let mut upstream_config = None;
-    let app = TestApp::spawn_with(backend, |config| {
-        config.audit_mode = server::config::AuditMode::Strict;
-        upstream_config = Some(config.upstream.clone());
-    })
-    .await;
-    let forwarder = Forwarder::new(&upstream_config.unwrap()).unwrap();
-    let admitted = Admitted {
-        api_key_id: Uuid::new_v4(),
-        device_id: Uuid::new_v4(),
-        key_id: KeyId::parse("0123456789abcdef0123456789abcdef").unwrap(),
-        upstream: upstream(Provider::OpenAi, fake.base_url()),
-        model: None,
-    };
-    let front_state = Front { forwarder, platform: app.platform.clone(), admitted: admitted.clone() };
-    let router = axum::Router::new().fallback(front).with_state(front_state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+/// The usage events committed so far, read once (no waiting for more to arrive).
+async fn stored_usage(db: &services::store::Database) -> Vec<StoredEvent> {
+    support::events::read_all(db).await.into_iter().filter(|e| e.aggregate_type == USAGE_BATCH_TYPE).collect()
+}
 
-    let response = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
+fn strict(config: &mut Config) {
+    config.usage.mode = AuditMode::Strict;
+}
+
+async fn strict_mode_stores_the_record_before_the_answer_ends(backend: Backend) {
+    // A JSON answer: its last bytes wait for the record.
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), strict).await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
     assert_eq!(response.text().await.unwrap(), OPENAI_ANSWER);
     // Everything committed up to now, without waiting for more: strict mode stored the record
     // before the last byte was sent.
-    let events: Vec<StoredEvent> = support::events::read_all(&app.db)
-        .await
-        .into_iter()
-        .filter(|e| e.aggregate_type == USAGE_BATCH_TYPE)
-        .collect();
+    let events = stored_usage(&harness.app.db).await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].payload["tokens_in"], 12);
+    assert_usage(&events[0], &harness, 200, (12, 7));
+
+    // A stream: its events pass at once, its end waits for the record.
+    let (fake, harness) = paused_stream(backend, Provider::OpenAi, OPENAI_FIRST, OPENAI_REST, strict).await;
+    let body: &[u8] = br#"{"stream":true,"stream_options":{"include_usage":true}}"#;
+    let response = harness.request(reqwest::Method::POST, "/v1/chat/completions", body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    // The upstream is paused after its first event: strict mode must not hold that back.
+    let mut seen = read_at_least(&mut stream, OPENAI_FIRST.len()).await;
+    fake.release();
+    while let Some(chunk) = stream.next().await {
+        seen.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(String::from_utf8(seen).unwrap(), format!("{OPENAI_FIRST}{OPENAI_REST}"));
+    let events = stored_usage(&harness.app.db).await;
+    assert_eq!(events.len(), 1, "the stream ended before its record was stored");
+    assert_usage(&events[0], &harness, 200, (30, 11));
+    assert_eq!(events[0].payload["streamed"], true);
+}
+
+async fn strict_mode_cuts_off_an_answer_whose_record_cannot_be_stored(backend: Backend) {
+    let replies = [
+        Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() },
+        Reply::Sse { first: OPENAI_FIRST.to_owned(), rest: OPENAI_REST.to_owned(), paused: false },
+    ];
+    for reply in replies {
+        let fake = FakeUpstream::spawn(reply).await;
+        let harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), strict).await;
+        // The store goes away: no record can be written from now on.
+        harness.app.db.close().await;
+        let response =
+            harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.bytes().await;
+        assert!(body.is_err(), "a complete answer without a stored record: {body:?}");
+        assert_eq!(fake.received().len(), 1);
+    }
+}
+
+async fn a_client_that_goes_away_cancels_the_upstream_call(backend: Backend) {
+    // Mid-stream: the client drops the answer after the first event.
+    let (fake, harness) =
+        paused_stream(backend, Provider::Anthropic, ANTHROPIC_FIRST, ANTHROPIC_REST, |_| {}).await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/messages", br#"{"stream":true}"#).send().await.unwrap();
+    let mut body = response.bytes_stream();
+    read_at_least(&mut body, ANTHROPIC_FIRST.len()).await;
+    drop(body);
+    tokio::time::timeout(Duration::from_secs(10), fake.abandoned())
+        .await
+        .expect("the upstream stream is still being read after the client left");
+    let event = &harness.usage_events(1).await[0];
+    assert_eq!(event.payload["completed"], false, "{}", event.payload);
+    assert_eq!(event.payload["error"], "client_disconnected");
+    assert_eq!(event.payload["status"], 200);
+    assert_eq!(event.payload["tokens_in"], 25, "the tokens seen before the client left are kept");
+    assert_eq!(event.payload["bytes_out"], ANTHROPIC_FIRST.len());
+
+    // Before any answer: the client gives up while the provider is still thinking.
+    let fake = FakeUpstream::spawn(Reply::Hang).await;
+    let harness = Harness::start(backend, upstream(Provider::OpenAi, fake.base_url())).await;
+    let call = tokio::spawn(harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send());
+    support::events::eventually("the upstream to receive the request", Duration::from_secs(10), || async {
+        (!fake.received().is_empty()).then_some(())
+    })
+    .await;
+    call.abort();
+    tokio::time::timeout(Duration::from_secs(10), fake.abandoned())
+        .await
+        .expect("the upstream request is still open after the client left");
+    let event = &harness.usage_events(1).await[0];
+    assert_eq!(event.payload["status"], 499, "{}", event.payload);
+    assert_eq!(event.payload["error"], "client_disconnected");
+    assert_eq!(event.payload["completed"], false);
+    assert_eq!(fake.received().len(), 1);
+}
+
+async fn queued_usage_is_stored_when_the_node_shuts_down(backend: Backend) {
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let mut harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), |config| {
+        // Far longer than the test: only shutting down can write these records.
+        config.usage.flush_interval = Duration::from_secs(3600);
+    })
+    .await;
+    for _ in 0..3 {
+        let response = harness
+            .request(reqwest::Method::POST, "/v1/chat/completions", OPENAI_REQUEST)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), OPENAI_ANSWER);
+    }
+    assert!(stored_usage(&harness.app.db).await.is_empty(), "the records were not waiting in the queue");
+
+    harness.app.stop().await;
+    let events = stored_usage(&harness.app.reopen_store().await).await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    for event in &events {
+        assert_usage(event, &harness, 200, (12, 7));
+    }
 }
 
 async fn a_signed_request_goes_through_the_gate_to_the_provider(backend: Backend) {
@@ -388,8 +501,10 @@ async fn a_signed_request_goes_through_the_gate_to_the_provider(backend: Backend
     let admin = app.bootstrap_admin().await;
     let provider_key = "sk-e2e-provider-secret-0123456789";
     let body = serde_json::json!({
+        // The base URL as the OpenAI SDKs spell it, version included; the client sends the
+        // version too (`/v1/chat/completions`), and it reaches the provider once.
         "name": "e2e", "provider": "openai", "environment": "production",
-        "providerKey": provider_key, "baseUrl": fake.base_url(),
+        "providerKey": provider_key, "baseUrl": format!("{}/v1", fake.base_url()),
     });
     let (status, created) = app.call(reqwest::Method::POST, "/api/v1/keys", Some(&admin), Some(body)).await;
     assert_eq!(status, 201, "{created}");
@@ -437,6 +552,88 @@ async fn a_signed_request_goes_through_the_gate_to_the_provider(backend: Backend
     assert!(!event.payload.to_string().contains(provider_key));
 }
 
+fn usage_record(n: u64) -> UsageRecord {
+    UsageRecord {
+        api_key_id: Uuid::new_v4(),
+        device_id: Uuid::new_v4(),
+        key_id: "0123456789abcdef0123456789abcdef".to_owned(),
+        provider: Provider::OpenAi,
+        model: None,
+        method: "POST".to_owned(),
+        path: "/v1/chat/completions".to_owned(),
+        status: 200,
+        error: None,
+        completed: true,
+        streamed: false,
+        tokens_in: Some(n),
+        tokens_out: Some(n),
+        bytes_in: 2,
+        bytes_out: 2,
+        latency_ms: 1,
+        at: chrono::Utc::now(),
+    }
+}
+
+/// Async mode never waits for the store: a record that finds the queue full is dropped, and the
+/// loss is counted and written into the usage history with the next batch. Runs on one thread,
+/// so the writer task cannot take anything off the queue until the test first waits.
+async fn a_full_queue_drops_records_and_says_so(backend: Backend) {
+    let test_db = support::TestDb::new(backend).await;
+    let writer = UsageWriter::new(test_db.db.clone());
+    writer.start(UsageConfig {
+        capacity: 2,
+        flush_interval: Duration::from_millis(10),
+        ..UsageConfig::default()
+    });
+    let queued: Vec<bool> = (1..=5).map(|n| writer.record_now(usage_record(n))).collect();
+    assert_eq!(queued, [true, true, false, false, false]);
+    assert_eq!(writer.dropped(), 3);
+
+    let batch = support::events::eventually("the first batch", Duration::from_secs(10), || async {
+        let events = stored_usage(&test_db.db).await;
+        (events.len() >= 3).then_some(events)
+    })
+    .await;
+    let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, [USAGE_RECORDS_DROPPED, "RequestCompleted", "RequestCompleted"]);
+    assert_eq!(batch[0].payload["count"], 3);
+    assert_eq!(batch[0].payload["total"], 3);
+    assert!(batch.iter().all(|e| e.aggregate_id == batch[0].aggregate_id), "one atomic batch");
+    assert_eq!(
+        (batch[1].payload["tokens_in"].as_u64(), batch[2].payload["tokens_in"].as_u64()),
+        (Some(1), Some(2))
+    );
+
+    // The loss is told once: the next batch carries only its record.
+    assert!(writer.record_now(usage_record(6)));
+    let all = support::events::eventually("the second batch", Duration::from_secs(10), || async {
+        let events = stored_usage(&test_db.db).await;
+        (events.len() >= 4).then_some(events)
+    })
+    .await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[3].event_type, "RequestCompleted");
+    writer.shutdown().await;
+
+    // /metrics shows the node's count: here a record that arrives after the writer stopped.
+    let app = TestApp::spawn(backend).await;
+    app.platform.usage.shutdown().await;
+    assert!(!app.platform.usage.record_now(usage_record(7)));
+    let text = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("keyguard_usage_records_dropped_total 1\n"), "{text}");
+}
+
+mod a_full_queue_drops_records_and_says_so {
+    #[tokio::test]
+    async fn sqlite() {
+        super::a_full_queue_drops_records_and_says_so(crate::support::Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn postgres() {
+        super::a_full_queue_drops_records_and_says_so(crate::support::Backend::Postgres).await;
+    }
+}
+
 on_both_backends!(
     a_signed_request_goes_through_the_gate_to_the_provider,
     openai_json_passes_through_with_the_bearer_key,
@@ -446,4 +643,7 @@ on_both_backends!(
     openai_stream_usage_comes_from_the_last_chunk,
     an_unreachable_upstream_is_502_and_a_slow_one_504,
     strict_mode_stores_the_record_before_the_answer_ends,
+    strict_mode_cuts_off_an_answer_whose_record_cannot_be_stored,
+    a_client_that_goes_away_cancels_the_upstream_call,
+    queued_usage_is_stored_when_the_node_shuts_down,
 );

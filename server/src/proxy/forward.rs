@@ -203,7 +203,11 @@ impl Forwarder {
             tracing::warn!(api_key_id = %admitted.api_key_id, "the provider key cannot be sent as a header");
             return fail(usage, record, request.received_at, ProxyFailure::NotConfigured).await;
         }
+        // Until the provider answers, a client that goes away drops this future (and with it the
+        // upstream request, which closes that connection); the guard still leaves a record.
+        let waiting = AwaitingAnswer { usage, record: Some(record), received_at: request.received_at };
         let sent = self.client.request(request.method, url).headers(headers).body(request.body).send().await;
+        let record = waiting.answered();
         let response = match sent {
             Ok(response) => response,
             Err(err) => {
@@ -242,6 +246,35 @@ impl Forwarder {
         reply
     }
 }
+
+/// The usage record of a request sent upstream and not yet answered.
+struct AwaitingAnswer<'a> {
+    usage: &'a UsageWriter,
+    record: Option<UsageRecord>,
+    received_at: Instant,
+}
+
+impl AwaitingAnswer<'_> {
+    /// The provider answered (or failed): the record goes on with the response.
+    fn answered(mut self) -> UsageRecord {
+        self.record.take().expect("the record is taken once")
+    }
+}
+
+impl Drop for AwaitingAnswer<'_> {
+    fn drop(&mut self) {
+        if let Some(mut record) = self.record.take() {
+            // The client went away first (or the server is stopping); no one was answered.
+            record.status = CLIENT_CLOSED_REQUEST;
+            record.error = Some("client_disconnected".to_owned());
+            record.latency_ms = self.received_at.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+            self.usage.record_now(record);
+        }
+    }
+}
+
+/// The status a usage record keeps when the client left before any answer (nginx's 499).
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Answers in the provider's place and records that it did (durably first, in strict mode).
 async fn fail(

@@ -1,7 +1,18 @@
 //! The answer's body on its way back: each chunk is handed on as soon as it arrives, and a tap
-//! reads token counts and bytes as it passes. When the body ends the usage record is queued (in
-//! strict mode: stored before the end reaches the client); when the client goes away first, the
-//! stream is dropped, which cancels the upstream call, and a partial record is queued.
+//! reads token counts and bytes as it passes. When the body ends the usage record is queued; when
+//! the client goes away first, the stream is dropped, which cancels the upstream call, and a
+//! partial record (`completed: false`, `client_disconnected`) is queued.
+//!
+//! Strict audit mode means the client never holds a complete answer whose record is not stored:
+//! - a JSON (or any non-stream) answer is passed on one chunk behind, and its last chunk is sent
+//!   only after the record is stored;
+//! - an event stream's events are passed on as they arrive (holding them would defeat streaming),
+//!   and the end of the stream (the last chunk when the length is known, otherwise the end of
+//!   the chunked body) is sent only after the record is stored. A client has the complete
+//!   stream only once it has seen that end, and by then the record is durable.
+//!
+//! If the record cannot be stored, the answer is cut off with an error instead of ending, so the
+//! client sees a broken answer, never a complete one.
 
 use std::pin::Pin;
 use std::time::Instant;

@@ -41,6 +41,11 @@ pub fn default_base(provider: Provider) -> Option<&'static str> {
 /// The upstream URL: the key's base URL, else the configured one, else the public default;
 /// followed by `path` (as received, still percent-encoded, starting with `/`) and `query`.
 /// Azure requests go to `{base}/openai/deployments/{deployment}{path}?…&api-version=…`.
+///
+/// Clients send the provider's own path, version included (`/api/v1/proxy/v1/chat/completions`
+/// → `/v1/chat/completions`), while operators often copy a base URL that already ends in that
+/// version (`https://api.openai.com/v1`, the OpenAI SDKs' default). The two are joined by
+/// `join`, so such a base reaches `/v1/chat/completions`, not `/v1/v1/chat/completions`.
 pub fn upstream_url(
     upstream: &Upstream,
     configured: &UpstreamConfig,
@@ -58,9 +63,10 @@ pub fn upstream_url(
         .trim_end_matches('/');
     let query = query.filter(|q| !q.is_empty());
     if provider != Provider::Azure {
+        let url = join(base, path);
         return Ok(match query {
-            Some(query) => format!("{base}{path}?{query}"),
-            None => format!("{base}{path}"),
+            Some(query) => format!("{url}?{query}"),
+            None => url,
         });
     }
     let deployment = upstream
@@ -85,7 +91,29 @@ pub fn upstream_url(
         .collect();
     let version_pair = format!("api-version={version}");
     pairs.push(&version_pair);
-    Ok(format!("{base}/openai/deployments/{}{path}?{}", encode(deployment), pairs.join("&")))
+    let url = join(base, &format!("/openai/deployments/{}{path}", encode(deployment)));
+    Ok(format!("{url}?{}", pairs.join("&")))
+}
+
+/// Appends `path` to `base` (no trailing `/`), writing once the whole segments that end the
+/// base's path and also begin `path`: `…/v1` + `/v1/models` is `…/v1/models`, and an Azure
+/// base ending in `/openai` + `/openai/deployments/…` keeps one `/openai`. The longest such
+/// overlap is taken; a segment the client repeats beyond it (`/v1/v1/…`) is kept.
+fn join(base: &str, path: &str) -> String {
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base_path = base[authority_end..].find('/').map_or("", |i| &base[authority_end + i..]);
+    let base_segments: Vec<&str> = base_path.split('/').skip(1).collect();
+    let path_segments: Vec<&str> = path.split('/').skip(1).collect();
+    let overlap = (1..=base_segments.len().min(path_segments.len()))
+        .rev()
+        .find(|&n| base_segments[base_segments.len() - n..] == path_segments[..n])
+        .unwrap_or(0);
+    if overlap == 0 {
+        return format!("{base}{path}");
+    }
+    // Skip the overlapping segments of `path`, keeping the `/` that starts what follows them.
+    let skipped: usize = path_segments[..overlap].iter().map(|s| s.len() + 1).sum();
+    format!("{base}{}", &path[skipped..])
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters (for a path segment or value).
@@ -171,6 +199,55 @@ mod tests {
             upstream_url(&upstream(Provider::Google, None), &c, "/v1beta/models/g:generateContent", None)
                 .unwrap(),
             "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent"
+        );
+    }
+
+    #[test]
+    fn a_version_the_base_already_ends_in_is_written_once() {
+        let c = configured();
+        let url = |base: &str, path: &str| {
+            upstream_url(&upstream(Provider::OpenAi, Some(base)), &c, path, Some("limit=5")).unwrap()
+        };
+        assert_eq!(
+            url("https://api.openai.com/v1", "/v1/chat/completions"),
+            "https://api.openai.com/v1/chat/completions?limit=5"
+        );
+        assert_eq!(
+            url("https://api.openai.com/v1/", "/v1/models"),
+            "https://api.openai.com/v1/models?limit=5"
+        );
+        // A client that leaves the version to the base gets it once too.
+        assert_eq!(
+            url("https://api.openai.com/v1", "/chat/completions"),
+            "https://api.openai.com/v1/chat/completions?limit=5"
+        );
+        assert_eq!(url("https://gw.example/openai/v1", "/v1/x"), "https://gw.example/openai/v1/x?limit=5");
+        assert_eq!(
+            url("https://gw.example/openai/v1", "/openai/v1/x"),
+            "https://gw.example/openai/v1/x?limit=5"
+        );
+        // Only whole segments overlap, and only where the base ends.
+        assert_eq!(url("https://gw.example/v1", "/v10/x"), "https://gw.example/v1/v10/x?limit=5");
+        assert_eq!(url("https://gw.example/v1/proxy", "/v1/x"), "https://gw.example/v1/proxy/v1/x?limit=5");
+        assert_eq!(url("https://gw.example/v1", "/v1/v1/x"), "https://gw.example/v1/v1/x?limit=5");
+        assert_eq!(url("http://127.0.0.1:9", "/v1/x"), "http://127.0.0.1:9/v1/x?limit=5");
+        assert_eq!(url("http://127.0.0.1:9/v1", "/"), "http://127.0.0.1:9/v1/?limit=5");
+        assert_eq!(url("http://127.0.0.1:9/v1", "/v1"), "http://127.0.0.1:9/v1?limit=5");
+        assert_eq!(
+            upstream_url(
+                &upstream(Provider::Google, Some("https://generativelanguage.googleapis.com/v1beta")),
+                &c,
+                "/v1beta/models/g:streamGenerateContent",
+                Some("alt=sse"),
+            )
+            .unwrap(),
+            "https://generativelanguage.googleapis.com/v1beta/models/g:streamGenerateContent?alt=sse"
+        );
+        let mut azure = upstream(Provider::Azure, Some("https://contoso.openai.azure.com/openai"));
+        azure.azure_deployment = Some("gpt4o".to_owned());
+        assert_eq!(
+            upstream_url(&azure, &c, "/chat/completions", None).unwrap(),
+            "https://contoso.openai.azure.com/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"
         );
     }
 

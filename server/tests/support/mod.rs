@@ -95,6 +95,7 @@ pub struct TestApp {
     /// catching the read models up after a direct write.
     pub platform: std::sync::Arc<services::platform::Platform>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// What [`TestApp::spawn_beside`] needs to start another node on the same data.
     database: DatabaseConfig,
     data_dir: PathBuf,
@@ -136,7 +137,7 @@ impl TestApp {
         let db = app.state().db.clone();
         let platform = app.state().platform.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(app.run_until(async move {
+        let running = tokio::spawn(app.run_until(async move {
             let _ = rx.await;
         }));
         Self {
@@ -145,6 +146,7 @@ impl TestApp {
             db,
             platform,
             shutdown: Some(tx),
+            running: Some(running),
             database,
             data_dir,
             _dir: None,
@@ -230,6 +232,22 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Shuts the node down gracefully, as a signal would, and waits until it has stopped (its
+    /// database closed); the data stays for [`TestApp::reopen_store`].
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(running) = self.running.take() {
+            running.await.expect("the server task").expect("a graceful shutdown");
+        }
+    }
+
+    /// A new connection to this node's database, e.g. after [`TestApp::stop`].
+    pub async fn reopen_store(&self) -> Database {
+        Database::connect(&self.database, 2).await.expect("reconnect to the test database")
     }
 }
 

@@ -1,6 +1,7 @@
 //! Fake LLM providers: real HTTP servers on loopback that record every request they receive and
 //! answer with a fixed JSON body, a server-sent event stream (optionally paused after its first
-//! event until the test releases it), or never.
+//! event until the test releases it), or never; and that tell when a caller gave up on an answer
+//! (its connection closed, so the answer was dropped before it was complete).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,25 @@ struct Shared {
     reply: Reply,
     received: Arc<Mutex<Vec<Received>>>,
     release: Arc<Notify>,
+    abandoned: Arc<Notify>,
+}
+
+/// Fires `abandoned` when dropped before [`Unfinished::finished`]: the server drops a handler or
+/// a response body when the caller's connection closes.
+struct Unfinished(Option<Arc<Notify>>);
+
+impl Unfinished {
+    fn finished(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(abandoned) = self.0.take() {
+            abandoned.notify_one();
+        }
+    }
 }
 
 pub struct FakeUpstream {
@@ -54,7 +74,12 @@ pub struct FakeUpstream {
 
 impl FakeUpstream {
     pub async fn spawn(reply: Reply) -> Self {
-        let shared = Shared { reply, received: Arc::default(), release: Arc::new(Notify::new()) };
+        let shared = Shared {
+            reply,
+            received: Arc::default(),
+            release: Arc::new(Notify::new()),
+            abandoned: Arc::new(Notify::new()),
+        };
         let router = Router::new().fallback(answer).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a fake upstream");
         let addr = listener.local_addr().unwrap();
@@ -76,6 +101,12 @@ impl FakeUpstream {
     /// Lets a paused stream send the rest of its events.
     pub fn release(&self) {
         self.shared.release.notify_one();
+    }
+
+    /// Resolves once an answer was given up by its caller: a `Hang` request's connection closed,
+    /// or a stream's body was dropped before its end (also if that happened before the call).
+    pub async fn abandoned(&self) {
+        self.shared.abandoned.notified().await;
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -132,8 +163,14 @@ async fn answer(State(shared): State<Shared>, request: Request) -> Response {
                 }
                 let _ = tx.send(Ok(Bytes::from(rest))).await;
             });
-            let stream =
-                futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+            let unfinished = Unfinished(Some(shared.abandoned.clone()));
+            let stream = futures::stream::unfold((rx, unfinished), |(mut rx, mut unfinished)| async move {
+                let item = rx.recv().await;
+                if item.is_none() {
+                    unfinished.finished();
+                }
+                item.map(|item| (item, (rx, unfinished)))
+            });
             Response::builder()
                 .status(StatusCode::OK)
                 .header("content-type", "text/event-stream")
@@ -141,6 +178,9 @@ async fn answer(State(shared): State<Shared>, request: Request) -> Response {
                 .body(Body::from_stream(stream))
                 .unwrap()
         }
-        Reply::Hang => std::future::pending().await,
+        Reply::Hang => {
+            let _unfinished = Unfinished(Some(shared.abandoned.clone()));
+            std::future::pending().await
+        }
     }
 }

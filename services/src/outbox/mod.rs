@@ -2,6 +2,12 @@
 //! `<prefix>.<aggregate_type>.<aggregate_id>`, `Nats-Msg-Id` = event id) and then to this node's
 //! in-process bus; without NATS, to the bus alone.
 //!
+//! The checkpoint is shared by every node that uses the same relay name (one row in the store),
+//! so in a cluster the first node to read an event publishes it to NATS for all. The bus is
+//! each node's own: every node hands every committed event to its bus from a position it keeps
+//! in memory, whoever published it to NATS. Otherwise a node would learn of another node's
+//! writes (a device suspended there, say) only from its caches' periodic refresh.
+//!
 //! The relay's checkpoint moves only after JetStream acknowledged every event up to it, so a
 //! crash between a commit and its publication delays the event, never loses it; what was
 //! published but not yet checkpointed is published again on restart and JetStream drops the
@@ -10,6 +16,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_nats::HeaderMap;
@@ -172,6 +179,8 @@ pub struct OutboxRelay {
     config: OutboxConfig,
     nats: Option<Nats>,
     wake: Arc<Notify>,
+    /// The last event handed to this node's bus; starts at the checkpoint found on connecting.
+    bus_position: AtomicI64,
 }
 
 impl OutboxRelay {
@@ -189,7 +198,17 @@ impl OutboxRelay {
                 Some(nats)
             }
         };
-        Ok(Self { log: EventLog::new(db.clone()), db, bus, config, nats, wake: Arc::new(Notify::new()) })
+        let mut relay = Self {
+            log: EventLog::new(db.clone()),
+            db,
+            bus,
+            config,
+            nats,
+            wake: Arc::new(Notify::new()),
+            bus_position: AtomicI64::new(0),
+        };
+        *relay.bus_position.get_mut() = relay.checkpoint().await?;
+        Ok(relay)
     }
 
     /// Wakes the running relay at once (call after a commit); it also polls on its own.
@@ -209,6 +228,34 @@ impl OutboxRelay {
 
     /// Publishes everything readable now, batch by batch, and returns the new checkpoint.
     pub async fn publish_pending(&self) -> Result<i64, OutboxError> {
+        let checkpoint = self.publish_to_nats().await?;
+        self.publish_to_bus().await?;
+        Ok(checkpoint)
+    }
+
+    /// Hands this node's bus every event after the last one it got, up to what is readable now
+    /// and no further than the checkpoint (with NATS, nothing reaches a bus before JetStream).
+    async fn publish_to_bus(&self) -> Result<(), OutboxError> {
+        let checkpoint = self.checkpoint().await?;
+        loop {
+            let position = self.bus_position.load(Ordering::Acquire);
+            if position >= checkpoint {
+                return Ok(());
+            }
+            let limit = self.config.batch_size.min(checkpoint - position);
+            let batch = self.log.read_after(position, limit).await?;
+            let Some(last) = batch.last().map(|e| e.position) else {
+                return Ok(());
+            };
+            for event in batch.into_iter().filter(|e| e.position <= checkpoint) {
+                self.bus.publish(event);
+            }
+            self.bus_position.store(last.min(checkpoint), Ordering::Release);
+        }
+    }
+
+    /// Publishes to NATS (when configured) everything after the shared checkpoint and moves it.
+    async fn publish_to_nats(&self) -> Result<i64, OutboxError> {
         let mut checkpoint = self.checkpoint().await?;
         loop {
             let batch = self.log.read_after(checkpoint, self.config.batch_size).await?;
@@ -227,9 +274,6 @@ impl OutboxRelay {
             )
             .await?;
             checkpoint = last;
-            for event in batch {
-                self.bus.publish(event);
-            }
         }
     }
 

@@ -115,6 +115,10 @@ fn summary(event: &StoredEvent) -> String {
             text("provider"),
             event.payload.get("status").and_then(Value::as_u64).unwrap_or_default()
         ),
+        "UsageRecordsDropped" => format!(
+            "{} usage records lost before this point",
+            event.payload.get("count").and_then(Value::as_u64).unwrap_or_default()
+        ),
         other => other.to_owned(),
     }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use tokens::{TokenCounts, TokenTap};
-pub use writer::{AuditMode, USAGE_BATCH_TYPE, UsageConfig, UsageWriter};
+pub use writer::{AuditMode, USAGE_BATCH_TYPE, USAGE_RECORDS_DROPPED, UsageConfig, UsageWriter};
 
 /// The event type of one usage record.
 pub const REQUEST_COMPLETED: &str = "RequestCompleted";
@@ -29,7 +29,8 @@ pub struct UsageRecord {
     pub method: String,
     /// The upstream path, without the query (which may carry client data).
     pub path: String,
-    /// The upstream's status, or the status KeyGuard answered when the upstream failed (502/504).
+    /// The upstream's status, or the status KeyGuard answered when the upstream failed (502/504),
+    /// or 499 when the client went away before the upstream answered.
     pub status: u16,
     /// Why KeyGuard could not relay an answer (`upstream_unreachable`, `upstream_timeout`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]

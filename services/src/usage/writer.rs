@@ -1,8 +1,18 @@
 //! The batch writer: usage records wait in a bounded queue and are appended to the event store
-//! together, at most one flush interval after the first of them arrived. A full queue drops the
-//! record (counted and logged) rather than slow the proxy, unless strict mode makes each request
-//! wait until its record is durable.
-
+//! together, at most one flush interval after the first of them arrived.
+//!
+//! When the queue is full, the two audit modes answer differently, on purpose:
+//! - **async** (the default) never holds a request for the store: the record is dropped. The loss
+//!   is never silent: it is logged, counted (`keyguard_usage_records_dropped_total` in
+//!   `/metrics`), and written to the usage history itself as a `UsageRecordsDropped` event (how
+//!   many since the last one) in the next batch that is stored, so that an auditor replaying the
+//!   history sees the gap. A batch the store refuses after retries is counted the same way.
+//!   Waiting instead would turn a slow database into slow (or failed) proxied requests for
+//!   everyone, which the async mode exists to avoid.
+//! - **strict** holds the request instead (back-pressure): it waits for room in the queue and
+//!   then for its batch to be stored, and is failed if the store refuses it; nothing is dropped.
+//!
+//! Shutting down stores everything already queued before the writer stops.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -18,6 +28,9 @@ use crate::store::{BatchEvent, Database};
 
 /// The aggregate type of a batch of usage records: a fresh UUID per batch, records at 1, 2, …
 pub const USAGE_BATCH_TYPE: &str = "usage_batch";
+/// The event type that notes records lost before this batch: `{ count, total }`, the records
+/// dropped since the previous such event and since the process started.
+pub const USAGE_RECORDS_DROPPED: &str = "UsageRecordsDropped";
 const EVENT_VERSION: &str = "1.0";
 
 /// When a request's usage record must be durable (`KEYGUARD_AUDIT_MODE`).
@@ -26,14 +39,17 @@ pub enum AuditMode {
     /// Queued; stored within the flush interval. Never delays a response.
     #[default]
     Async,
-    /// Stored before the response (or the stream) ends.
+    /// Stored before the response ends: a JSON answer's last bytes and an event stream's end wait
+    /// for the record (the stream's events do not); an answer whose record cannot be stored is
+    /// cut off instead of completed.
     Strict,
 }
 
 #[derive(Debug, Clone)]
 pub struct UsageConfig {
     pub mode: AuditMode,
-    /// Records that may wait for the writer; beyond that they are dropped (async mode).
+    /// Records that may wait for the writer; beyond that they are dropped (async mode, counted and
+    /// audited) or the request waits for room (strict mode).
     pub capacity: usize,
     /// The longest a record waits before its batch is written.
     pub flush_interval: Duration,
@@ -65,7 +81,8 @@ struct Started {
 struct Inner {
     db: Database,
     started: OnceLock<Started>,
-    dropped: AtomicU64,
+    /// Records lost since the process started; the writer task reports them in the history.
+    dropped: Arc<AtomicU64>,
     task: Mutex<Option<(tokio::task::JoinHandle<()>, oneshot::Sender<()>)>>,
 }
 
@@ -91,7 +108,7 @@ impl UsageWriter {
             inner: Arc::new(Inner {
                 db,
                 started: OnceLock::new(),
-                dropped: AtomicU64::new(0),
+                dropped: Arc::default(),
                 task: Mutex::new(None),
             }),
         }
@@ -104,7 +121,8 @@ impl UsageWriter {
             return;
         }
         let (stop_tx, stop_rx) = oneshot::channel();
-        let task = tokio::spawn(run(self.inner.db.clone(), rx, stop_rx, config));
+        let drops = Drops { counter: self.inner.dropped.clone(), reported: 0 };
+        let task = tokio::spawn(run(self.inner.db.clone(), rx, stop_rx, config, drops));
         *self.inner.task.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, stop_tx));
     }
 
@@ -112,13 +130,14 @@ impl UsageWriter {
         self.inner.started.get().map(|s| s.mode).unwrap_or_default()
     }
 
-    /// Records dropped because the queue was full or the writer not running.
+    /// Records lost since the process started: the queue was full, the writer not running, or
+    /// the store refused their batch.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues a record. In strict mode, waits until it is stored; returns whether it was (in async
-    /// mode: whether it was queued).
+    /// Queues a record. In strict mode, waits for room in the queue and then until the record is
+    /// stored; returns whether it was (in async mode: whether it was queued).
     pub async fn record(&self, record: UsageRecord) -> bool {
         let Some(started) = self.inner.started.get() else {
             self.count_drop("the usage writer is not running");
@@ -135,7 +154,8 @@ impl UsageWriter {
         done.await.unwrap_or(false)
     }
 
-    /// Queues a record without ever waiting (for paths that cannot wait, like a dropped stream).
+    /// Queues a record without ever waiting (for paths that cannot wait, like a dropped stream);
+    /// when the queue is full the record is dropped, counted and later audited.
     pub fn record_now(&self, record: UsageRecord) -> bool {
         let Some(started) = self.inner.started.get() else {
             self.count_drop("the usage writer is not running");
@@ -171,11 +191,18 @@ impl UsageWriter {
     }
 }
 
+/// The loss counter and how much of it the history already tells.
+struct Drops {
+    counter: Arc<AtomicU64>,
+    reported: u64,
+}
+
 async fn run(
     db: Database,
     mut rx: mpsc::Receiver<Queued>,
     mut stop: oneshot::Receiver<()>,
     config: UsageConfig,
+    mut drops: Drops,
 ) {
     let max_batch = config.max_batch.max(1);
     let mut stopping = false;
@@ -212,23 +239,27 @@ async fn run(
         {
             batch.push(item);
         }
-        write(&db, batch).await;
+        write(&db, batch, &mut drops).await;
     }
-    // Shutting down: refuse new records, then store everything already queued.
+    // Shutting down: refuse new records, then store everything already queued (and the count of
+    // those that were lost, even when nothing else is left to store).
     rx.close();
     let mut batch = Vec::new();
     while let Some(item) = rx.recv().await {
         batch.push(item);
         if batch.len() == max_batch {
-            write(&db, std::mem::take(&mut batch)).await;
+            write(&db, std::mem::take(&mut batch), &mut drops).await;
         }
     }
-    write(&db, batch).await;
+    write(&db, batch, &mut drops).await;
 }
 
-/// Stores one batch, retrying a failed write a few times, and tells waiting requests.
-async fn write(db: &Database, batch: Vec<Queued>) {
-    if batch.is_empty() {
+/// Stores one batch, preceded by a `UsageRecordsDropped` event when records were lost since the
+/// last one; retries a failed write a few times, and tells waiting requests.
+async fn write(db: &Database, batch: Vec<Queued>, drops: &mut Drops) {
+    let total = drops.counter.load(Ordering::Relaxed);
+    let unreported = total - drops.reported;
+    if batch.is_empty() && unreported == 0 {
         return;
     }
     let mut records = Vec::with_capacity(batch.len());
@@ -237,9 +268,10 @@ async fn write(db: &Database, batch: Vec<Queued>) {
         records.push(queued.record);
         waiting.extend(queued.stored);
     }
+    let lost = (unreported > 0).then_some(Dropped { count: unreported, total });
     let mut stored = false;
     for attempt in 0..3u32 {
-        match append(db, &records).await {
+        match append(db, lost.as_ref(), &records).await {
             Ok(id) => {
                 tracing::debug!(aggregate_id = %id, records = records.len(), "usage batch stored");
                 stored = true;
@@ -251,12 +283,23 @@ async fn write(db: &Database, batch: Vec<Queued>) {
             }
         }
     }
-    if !stored {
-        tracing::error!(records = records.len(), "usage batch lost after retries");
+    if stored {
+        drops.reported = total;
+    } else {
+        let count = records.len() as u64;
+        let dropped = drops.counter.fetch_add(count, Ordering::Relaxed) + count;
+        tracing::error!(records = count, dropped_total = dropped, "usage batch lost after retries");
     }
     for tx in waiting {
         let _ = tx.send(stored);
     }
+}
+
+/// The payload of a `UsageRecordsDropped` event.
+#[derive(serde::Serialize)]
+struct Dropped {
+    count: u64,
+    total: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,19 +310,26 @@ enum AppendError {
     Serialize(#[from] serde_json::Error),
 }
 
-/// Appends the records as one new `usage_batch` aggregate, atomically. Same columns as cqrs-es
-/// and the audit recorder write; the store fills `global_seq`, `event_id`, `tx_id`, `recorded_at`.
-async fn append(db: &Database, records: &[UsageRecord]) -> Result<Uuid, AppendError> {
+/// Appends the records (after the loss notice, if any) as one new `usage_batch` aggregate,
+/// atomically. Same columns as cqrs-es and the audit recorder write; the store fills
+/// `global_seq`, `event_id`, `tx_id`, `recorded_at`.
+async fn append(db: &Database, lost: Option<&Dropped>, records: &[UsageRecord]) -> Result<Uuid, AppendError> {
     let aggregate_id = Uuid::new_v4();
     let id = aggregate_id.to_string();
     let metadata = serde_json::to_string(&EventMetadata::new(Actor::system("proxy"), Utc::now()).to_map())?;
-    let events = records
-        .iter()
-        .map(|record| {
+    let notice = lost.map(|lost| {
+        let payload =
+            serde_json::json!({ "type": USAGE_RECORDS_DROPPED, "count": lost.count, "total": lost.total });
+        (USAGE_RECORDS_DROPPED, Ok(payload.to_string()))
+    });
+    let events = notice
+        .into_iter()
+        .chain(records.iter().map(|record| (REQUEST_COMPLETED, record.to_payload())))
+        .map(|(event_type, payload)| {
             Ok(BatchEvent {
-                event_type: REQUEST_COMPLETED.to_owned(),
+                event_type: event_type.to_owned(),
                 event_version: EVENT_VERSION.to_owned(),
-                payload_json: record.to_payload()?,
+                payload_json: payload?,
             })
         })
         .collect::<Result<Vec<_>, serde_json::Error>>()?;
