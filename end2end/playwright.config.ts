@@ -15,7 +15,8 @@ import { join } from "node:path";
 const port = Number(process.env.KEYGUARD_E2E_PORT ?? 3107);
 const baseURL = `http://127.0.0.1:${port}`;
 const chromium = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const dataDir = mkdtempSync(join(tmpdir(), "keyguard-e2e-"));
+// Made once by the main process; the workers, which load this file again, inherit it.
+const dataDir = (process.env.KEYGUARD_E2E_DATA_DIR ??= mkdtempSync(join(tmpdir(), "keyguard-e2e-")));
 
 const SIGNER = /kg\.spec\.ts$/;
 const SETUP = /setup\.spec\.ts$/;
