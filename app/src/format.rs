@@ -1,6 +1,7 @@
-//! Numbers and dates in the reader's language: grouped digits (Arabic-Indic in Arabic) by ICU,
-//! month names from the locale files. Times are shown in UTC on every page, so that what the
-//! server renders and what the browser hydrates agree, and auditors compare like with like.
+//! Numbers and dates in the reader's language: numbers grouped by ICU's rules for the locale,
+//! month names and the date's word order from the locale files. Times are shown in UTC on every
+//! page, so that what the server renders and what the browser hydrates agree, and auditors
+//! compare like with like.
 
 use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
 use leptos_i18n::td_format_string;
@@ -12,16 +13,10 @@ pub fn number(locale: Locale, n: i64) -> String {
     td_format_string!(locale, n, formatter: number)
 }
 
-/// Digits without grouping, for years, days, hours and minutes.
-fn digits(locale: Locale, n: u32, width: usize) -> String {
-    let padded = format!("{n:0width$}");
-    match locale {
-        Locale::en => padded,
-        Locale::ar => padded
-            .chars()
-            .map(|c| c.to_digit(10).and_then(|d| char::from_u32(0x0660 + d)).unwrap_or(c))
-            .collect(),
-    }
+/// Digits without grouping, zero-padded, for days, hours and minutes. Western digits in both
+/// languages, as ICU's number formatting chooses for `ar` (CLDR's default numbering system).
+fn digits(n: u32, width: usize) -> String {
+    format!("{n:0width$}")
 }
 
 fn month(locale: Locale, month: u32) -> String {
@@ -31,17 +26,12 @@ fn month(locale: Locale, month: u32) -> String {
 
 /// Date and time to the minute, e.g. `30 Nov 2026, 08:45 UTC` / `٣٠ نوفمبر ٢٠٢٦، ٠٨:٤٥ UTC`.
 pub fn datetime(locale: Locale, at: DateTime<Utc>) -> String {
-    with_time(locale, at, format!("{}:{}", digits(locale, at.hour(), 2), digits(locale, at.minute(), 2)))
+    with_time(locale, at, format!("{}:{}", digits(at.hour(), 2), digits(at.minute(), 2)))
 }
 
 /// Date and time to the second, for audit entries.
 pub fn precise(locale: Locale, at: DateTime<Utc>) -> String {
-    let time = format!(
-        "{}:{}:{}",
-        digits(locale, at.hour(), 2),
-        digits(locale, at.minute(), 2),
-        digits(locale, at.second(), 2)
-    );
+    let time = format!("{}:{}:{}", digits(at.hour(), 2), digits(at.minute(), 2), digits(at.second(), 2));
     with_time(locale, at, time)
 }
 
@@ -50,9 +40,9 @@ fn with_time(locale: Locale, at: DateTime<Utc>, time: String) -> String {
     td_string!(
         locale,
         format.datetime,
-        day = digits(locale, at.day(), 1),
+        day = digits(at.day(), 1),
         month = month(locale, at.month()),
-        year = digits(locale, at.year().unsigned_abs(), 4),
+        year = digits(at.year().unsigned_abs(), 4),
         time = time,
     )
     .to_string()

@@ -25,17 +25,18 @@ async fn unknown_api_route_is_a_json_404(backend: Backend) {
 
 async fn dashboard_renders_in_english_and_arabic(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let english = app.client.get(app.url("/")).send().await.unwrap();
+    // With no user yet, the first page is the setup: rendered on the server, in the reader's language.
+    let english = app.client.get(app.url("/setup")).send().await.unwrap();
     assert_eq!(english.status(), 200);
     let html = english.text().await.unwrap();
     assert!(html.contains(r#"lang="en""#) && html.contains(r#"dir="ltr""#), "{html}");
-    assert!(html.contains("Provider keys stay on the server"), "{html}");
+    assert!(html.contains("Create the first admin"), "{html}");
     assert!(html.contains("/pkg/keyguard.js"), "the page loads the hydration bundle: {html}");
 
-    let arabic = app.client.get(app.url("/")).header("accept-language", "ar").send().await.unwrap();
+    let arabic = app.client.get(app.url("/setup")).header("accept-language", "ar").send().await.unwrap();
     let html = arabic.text().await.unwrap();
     assert!(html.contains(r#"lang="ar""#) && html.contains(r#"dir="rtl""#), "{html}");
-    assert!(html.contains("تبقى مفاتيح المزوّدين على الخادم"), "{html}");
+    assert!(html.contains("إنشاء المسؤول الأول"), "{html}");
 }
 
 async fn unknown_page_is_a_404(backend: Backend) {

@@ -4,6 +4,9 @@
 
 use leptos::prelude::*;
 
+use crate::format::number;
+use crate::i18n::use_i18n;
+
 /// One bucket of a time series: its label and two values drawn side by side.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bucket {
@@ -30,6 +33,7 @@ pub fn BarChart(
     #[prop(default = 1)]
     label_every: usize,
 ) -> impl IntoView {
+    let locale = use_i18n().get_locale_untracked();
     let max = buckets.iter().map(|b| b.first.max(b.second)).max().unwrap_or(0).max(1);
     let slot = (WIDTH - PLOT_START) / buckets.len().max(1) as f64;
     let bar = (slot * 0.38).max(1.0);
@@ -51,11 +55,11 @@ pub fn BarChart(
                 <g>
                     <rect class="chart-first" x=format!("{x:.1}") y=format!("{:.1}", PLOT_BOTTOM - h1)
                         width=format!("{bar:.1}") height=format!("{h1:.1}")>
-                        <title>{format!("{}: {} {}", b.label, first_name, b.first)}</title>
+                        <title>{format!("{}: {} {}", b.label, first_name, number(locale, b.first))}</title>
                     </rect>
                     <rect class="chart-second" x=format!("{:.1}", x + bar) y=format!("{:.1}", PLOT_BOTTOM - h2)
                         width=format!("{bar:.1}") height=format!("{h2:.1}")>
-                        <title>{format!("{}: {} {}", b.label, second_name, b.second)}</title>
+                        <title>{format!("{}: {} {}", b.label, second_name, number(locale, b.second))}</title>
                     </rect>
                     {text}
                 </g>
@@ -64,14 +68,18 @@ pub fn BarChart(
         .collect_view();
     let total_first: i64 = buckets.iter().map(|b| b.first).sum();
     let total_second: i64 = buckets.iter().map(|b| b.second).sum();
-    let summary = format!("{label}: {first_name} {total_first}, {second_name} {total_second}");
+    let summary = format!(
+        "{label}: {first_name} {}, {second_name} {}",
+        number(locale, total_first),
+        number(locale, total_second)
+    );
     view! {
         <figure class="chart">
             <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=summary dir="ltr">
                 <line class="chart-grid" x1=PLOT_START y1=PLOT_BOTTOM x2=WIDTH y2=PLOT_BOTTOM />
                 <line class="chart-grid" x1=PLOT_START y1=PLOT_TOP x2=WIDTH y2=PLOT_TOP />
-                <text x="34" y="16" class="chart-axis" text-anchor="end">{max}</text>
-                <text x="34" y=PLOT_BOTTOM class="chart-axis" text-anchor="end">"0"</text>
+                <text x="34" y="16" class="chart-axis" text-anchor="end">{number(locale, max)}</text>
+                <text x="34" y=PLOT_BOTTOM class="chart-axis" text-anchor="end">{number(locale, 0)}</text>
                 {bars}
             </svg>
             <figcaption class="legend">
@@ -97,6 +105,7 @@ pub fn Ring(
     #[prop(into)] label: String,
     #[prop(into)] total_text: String,
 ) -> impl IntoView {
+    let locale = use_i18n().get_locale_untracked();
     let total: i64 = parts.iter().map(|p| p.value).sum();
     let circumference = 2.0 * std::f64::consts::PI * 40.0;
     let mut offset = 0.0;
@@ -109,7 +118,7 @@ pub fn Ring(
                 <circle class=format!("ring-part ring-{}", p.key) cx="50" cy="50" r="40"
                     stroke-dasharray=format!("{length:.2} {:.2}", circumference - length)
                     stroke-dashoffset=format!("{:.2}", -offset)>
-                    <title>{format!("{}: {}", p.label, p.value)}</title>
+                    <title>{format!("{}: {}", p.label, number(locale, p.value))}</title>
                 </circle>
             };
             offset += length;
@@ -117,7 +126,7 @@ pub fn Ring(
         })
         .collect_view();
     let summary = std::iter::once(label.clone())
-        .chain(parts.iter().map(|p| format!("{} {}", p.label, p.value)))
+        .chain(parts.iter().map(|p| format!("{} {}", p.label, number(locale, p.value))))
         .collect::<Vec<_>>()
         .join(", ");
     let legend = parts
@@ -128,7 +137,7 @@ pub fn Ring(
                     <span class=format!("swatch ring-{}", p.key)></span>
                     {p.label}
                     " "
-                    <strong>{p.value}</strong>
+                    <strong>{number(locale, p.value)}</strong>
                 </li>
             }
         })
@@ -153,6 +162,7 @@ pub fn RankedBars(
     #[prop(into)] label: String,
     #[prop(into)] empty: String,
 ) -> impl IntoView {
+    let locale = use_i18n().get_locale_untracked();
     let max = parts.iter().map(|p| p.value).max().unwrap_or(0).max(1);
     if parts.is_empty() {
         return view! { <p class="muted">{empty}</p> }.into_any();
@@ -167,7 +177,7 @@ pub fn RankedBars(
                     <svg class="ranked-bar" viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">
                         <rect x="0" y="0" width=format!("{width:.1}") height="10" />
                     </svg>
-                    <span class="ranked-value">{p.value}</span>
+                    <span class="ranked-value">{number(locale, p.value)}</span>
                 </li>
             }
         })

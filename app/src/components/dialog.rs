@@ -23,6 +23,14 @@ pub fn Dialog(
             let _ = panel.focus();
         }
     });
+    // Escape closes the dialog wherever the focus is (a control that disappeared leaves it on
+    // the page body, outside the dialog).
+    let escape = window_event_listener(leptos::ev::keydown, move |ev| {
+        if ev.key() == "Escape" && open.get_untracked() {
+            open.set(false);
+        }
+    });
+    on_cleanup(move || escape.remove());
     let children = StoredValue::new(children);
     view! {
         <Show when=move || open.get()>
@@ -34,11 +42,6 @@ pub fn Dialog(
                 aria-labelledby=labelled_by
                 tabindex="-1"
                 node_ref=panel
-                on:keydown=move |ev| {
-                    if ev.key() == "Escape" {
-                        open.set(false);
-                    }
-                }
             >
                 <header class="modal-header">
                     <h2 id=labelled_by>{title}</h2>
@@ -61,9 +64,16 @@ pub fn Dialog(
 /// and closing the dialog clears the choice.
 pub fn open_while_chosen<T: Clone + Send + Sync + 'static>(choice: RwSignal<Option<T>>) -> RwSignal<bool> {
     let open = RwSignal::new(false);
-    Effect::new(move |_| open.set(choice.with(Option::is_some)));
+    // Each effect reads one signal and writes the other only on a real change: a write notifies
+    // even when the value is the same, and two effects answering each other would never settle.
     Effect::new(move |_| {
-        if !open.get() {
+        let chosen = choice.with(Option::is_some);
+        if open.get_untracked() != chosen {
+            open.set(chosen);
+        }
+    });
+    Effect::new(move |_| {
+        if !open.get() && choice.with_untracked(Option::is_some) {
             choice.set(None);
         }
     });

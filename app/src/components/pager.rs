@@ -40,7 +40,7 @@ pub fn Pager(
             <button
                 type="button"
                 class="secondary"
-                disabled=move || offset.get() + limit >= total.get()
+                disabled=move || { offset.get() + limit >= total.get() }
                 on:click=move |_| offset.update(|o| *o += limit)
             >
                 {t!(i18n, common.next)}

@@ -67,7 +67,7 @@ pub fn AuditPage() -> impl IntoView {
             </div>
             <div class="field">
                 <label for="audit-device">{t!(i18n, audit.device)}</label>
-                <input id="audit-device" on:change={filter!(device_id)} />
+                <input id="audit-device" data-testid="audit-device" on:change={filter!(device_id)} />
             </div>
             <div class="field grow">
                 <label for="audit-q">{t!(i18n, devices.search)}</label>

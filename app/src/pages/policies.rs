@@ -42,6 +42,12 @@ pub fn PoliciesPage() -> impl IntoView {
     let device = RwSignal::new(String::new());
     let keys = Resource::new(|| (), |_| all_keys());
     let saved = RwSignal::new(0_u32);
+    // Outlives the editor, which is rebuilt when the saved policy reloads.
+    let notice = RwSignal::new(false);
+    Effect::new(move |_| {
+        scope.track();
+        notice.set(false);
+    });
     let policy = Resource::new(move || (scope.get(), saved.get()), |(scope, _)| get_policy(scope));
     view! {
         <div class="page-header"><h1>{t!(i18n, policies.title)}</h1></div>
@@ -64,18 +70,20 @@ pub fn PoliciesPage() -> impl IntoView {
                 <input id="policy-device" prop:value=move || device.get() on:input=move |ev| device.set(event_target_value(&ev)) />
             </form>
         </div>
-        <Transition fallback=move || view! { <p class="loading">{t!(i18n, common.loading)}</p> }>
+        // Not a Transition: the form of the previous level must not stay editable while the next
+        // one loads, or what is typed there would be lost.
+        <Suspense fallback=move || view! { <p class="loading">{t!(i18n, common.loading)}</p> }>
             {move || policy.get().map(|result| match result {
                 Err(err) => view! { <ErrorNote error=Signal::derive(move || Some(err.clone())) /> }.into_any(),
                 Ok(state) => {
                     let meta = state.updated_at.map(|at| (at, state.updated_by.clone().unwrap_or_default()));
                     view! {
                         {meta.map(|(at, by)| view! { <p class="muted">{move || t_string!(i18n, policies.updated, at = maybe_datetime(i18n.get_locale(), Some(at)), by = by.clone()).to_string()}</p> })}
-                        <PolicyEditor scope=scope.get_untracked() form=state.form exists=state.exists editable=can.manage_policies saved />
+                        <PolicyEditor scope=scope.get_untracked() form=state.form exists=state.exists editable=can.manage_policies saved notice />
                     }.into_any()
                 }
             })}
-        </Transition>
+        </Suspense>
     }
 }
 
@@ -86,6 +94,7 @@ fn PolicyEditor(
     exists: bool,
     editable: bool,
     saved: RwSignal<u32>,
+    notice: RwSignal<bool>,
 ) -> impl IntoView {
     let i18n = use_i18n();
     let form = RwSignal::new(form);
@@ -93,7 +102,9 @@ fn PolicyEditor(
     let save = Action::new(move |form: &PolicyForm| save_policy(scope.get_value(), form.clone()));
     let clear = Action::new(move |_: &()| clear_policy(scope.get_value()));
     Effect::new(move |_| {
-        if matches!(save.value().get(), Some(Ok(()))) || matches!(clear.value().get(), Some(Ok(()))) {
+        let saved_now = matches!(save.value().get(), Some(Ok(())));
+        if saved_now || matches!(clear.value().get(), Some(Ok(()))) {
+            notice.set(saved_now);
             saved.update(|s| *s += 1);
         }
     });
@@ -117,7 +128,7 @@ fn PolicyEditor(
     let (approval, set_approval) = text!(require_approval);
     let is_global = scope.get_value() == "global";
     view! {
-        <form class="card policy" data-testid="policy-form" on:submit=move |ev| {
+        <form class="card policy" data-testid="policy-form" data-scope=scope.get_value() on:submit=move |ev| {
             ev.prevent_default();
             if bad_networks.get_untracked().is_empty() { save.dispatch(form.get_untracked()); }
         }>
@@ -189,7 +200,9 @@ fn PolicyEditor(
                     })}
                 </div>
             })}
-            {move || matches!(save.value().get(), Some(Ok(()))).then(|| view! { <p class="ok" role="status">{t!(i18n, common.saved)}</p> })}
+            <p class="ok" role="status" data-testid="policy-saved">
+                {move || notice.get().then(|| t!(i18n, common.saved))}
+            </p>
         </form>
     }
 }

@@ -83,7 +83,7 @@ pub fn UsersPage() -> impl IntoView {
                 </div>
                 <div class="field"><label for="new-user-password">{t!(i18n, users.password)}</label><input id="new-user-password" name="password" type="password" autocomplete="new-password" minlength="12" required /></div>
                 <ErrorNote error=create_error />
-                <button type="submit">{t!(i18n, users.create)}</button>
+                <button type="submit" data-testid="create-user-submit">{t!(i18n, users.create)}</button>
             </ActionForm>
         </Dialog>
     }
