@@ -8,8 +8,8 @@
 //! fresh checkpoint. Each checkpoint also signs the digest of the one before it, so the sequence
 //! of checkpoints cannot be rewritten either.
 //!
-//! A checkpoint is only recorded over a history that verifies: signing a tampered store would
-//! bless the tampering.
+//! A checkpoint is only recorded over a history that verifies, against its chains and the previous
+//! checkpoint: signing a tampered store would bless the tampering.
 
 use std::collections::HashMap;
 
@@ -224,6 +224,18 @@ pub async fn record(db: &Database, keys: &CheckpointKeys, page: i64) -> Result<C
     let legacy_position = legacy_position(db).await?;
     let previous = latest(db).await?;
     let number = previous.as_ref().map_or(1, |p| p.number + 1);
+    // The previous checkpoint must still hold: a chain shortened since then is consistent in
+    // itself, and only the checkpoint knows where it ended.
+    if let Some(previous) = &previous {
+        let mut first: Option<Problem> = None;
+        compare(db, keys, previous.clone(), legacy_position, page, &mut |p| {
+            first.get_or_insert(p);
+        })
+        .await?;
+        if let Some(problem) = first {
+            return Err(CheckpointError::Tampered(Box::new(problem)));
+        }
+    }
     // Heads left by an attempt that did not finish.
     on_pool!(db, pool => sqlx::query("DELETE FROM audit_checkpoint_heads WHERE checkpoint = $1")
         .bind(number)

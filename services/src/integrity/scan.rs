@@ -27,6 +27,19 @@ pub enum ProblemKind {
     Checkpoint,
 }
 
+impl ProblemKind {
+    /// The name in reports (as serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Modified => "modified",
+            Self::Deleted => "deleted",
+            Self::Inserted => "inserted",
+            Self::Reordered => "reordered",
+            Self::Checkpoint => "checkpoint",
+        }
+    }
+}
+
 /// One problem, located as precisely as the evidence allows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
