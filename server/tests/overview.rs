@@ -82,7 +82,7 @@ async fn signed_requests_and_refusals_fill_the_current_hour(backend: Backend) {
     let anthropic =
         FakeUpstream::spawn(Reply::Json { status: 529, body: ANTHROPIC_OVERLOADED.to_owned() }).await;
     // Strict: each usage record is stored before its answer ends, so only refusals need waiting for.
-    let app = TestApp::spawn_with(backend, |config| config.audit_mode = AuditMode::Strict).await;
+    let app = TestApp::spawn_with(backend, |config| config.usage.mode = AuditMode::Strict).await;
     let admin = app.bootstrap_admin().await;
     let openai_key = project(&app, &admin, "openai", openai.base_url()).await;
     let anthropic_key = project(&app, &admin, "anthropic", anthropic.base_url()).await;
@@ -214,7 +214,7 @@ async fn raw_execute(db: &Database, sql: &str) {
 }
 
 async fn history_lands_in_its_buckets_and_replays_identically(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |config| config.audit_mode = AuditMode::Strict).await;
+    let app = TestApp::spawn_with(backend, |config| config.usage.mode = AuditMode::Strict).await;
     let now = time("2024-03-10T10:20:00Z");
     let records = [
         // Before the week.
