@@ -29,6 +29,9 @@ pub enum Command {
     /// Manage the master key that wraps every data key.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
+    /// Prove the event history was not modified.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,4 +65,22 @@ pub enum MasterKeyCommand {
     /// Re-wrap every data key under the current master key (KEYGUARD_MASTER_KEY), unwrapping
     /// with the previous ones (KEYGUARD_PREVIOUS_MASTER_KEYS).
     Rotate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every event's hash chain and compare the store with the latest signed
+    /// checkpoint. Exits 0 only when everything holds, 1 when something does not.
+    Verify(VerifyArgs),
+    /// Verify the history and record a signed checkpoint of every chain's head.
+    Checkpoint,
+    /// Print the Ed25519 public key that checkpoints are signed with (PEM).
+    PublicKey,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Print the report as JSON (the shape of `GET /api/v1/audit/verify`).
+    #[arg(long)]
+    pub json: bool,
 }

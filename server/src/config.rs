@@ -52,6 +52,10 @@ pub struct Config {
     /// (`KEYGUARD_AUDIT_MODE`), how many records may wait (`KEYGUARD_USAGE_QUEUE_CAPACITY`) and
     /// for how long at most (`KEYGUARD_USAGE_FLUSH_MS`).
     pub usage: UsageConfig,
+    /// How often a signed checkpoint of the event history is recorded
+    /// (`KEYGUARD_AUDIT_CHECKPOINT_MINUTES`, default 60; 0 turns it off, leaving
+    /// `keyguard audit checkpoint` to a scheduler).
+    pub audit_checkpoint_interval: Option<Duration>,
     /// The NATS KV buckets of the shared nonce store and limits, used when `nats_url` is set.
     /// Not read from the environment: the defaults suit every deployment, tests isolate theirs.
     pub gate_stores: SharedStoresConfig,
@@ -204,6 +208,17 @@ impl Config {
             }
         };
 
+        let checkpoint_minutes: u64 =
+            parse_or("KEYGUARD_AUDIT_CHECKPOINT_MINUTES", get("KEYGUARD_AUDIT_CHECKPOINT_MINUTES"), 60)?;
+        if checkpoint_minutes > 7 * 24 * 60 {
+            return Err(ConfigError::new(
+                "KEYGUARD_AUDIT_CHECKPOINT_MINUTES",
+                format!("must be at most a week (10080 minutes), got {checkpoint_minutes}"),
+            ));
+        }
+        let audit_checkpoint_interval =
+            (checkpoint_minutes > 0).then(|| Duration::from_secs(checkpoint_minutes * 60));
+
         Ok(Self {
             database,
             nats_url,
@@ -220,6 +235,7 @@ impl Config {
             reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
             upstream,
             usage: usage_config(&get, mode)?,
+            audit_checkpoint_interval,
             gate_stores: SharedStoresConfig::default(),
         })
     }

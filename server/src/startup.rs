@@ -60,6 +60,7 @@ pub struct Application {
     state: AppState,
     projections: ProjectionsTask,
     outbox: tokio::task::JoinHandle<()>,
+    checkpoints: Option<tokio::task::JoinHandle<()>>,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -102,6 +103,9 @@ impl Application {
         platform.usage.start(config.usage.clone());
         let projections = platform.projections.clone().spawn(&platform.bus);
         let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
+        let checkpoints = config
+            .audit_checkpoint_interval
+            .map(|every| spawn_checkpoints(platform.integrity.clone(), every));
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
@@ -119,7 +123,7 @@ impl Application {
                 .context("cannot build the proxy's HTTP client")?,
         };
         let router = router(state.clone());
-        Ok(Self { listener, router, state, projections, outbox, closing })
+        Ok(Self { listener, router, state, projections, outbox, checkpoints, closing })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -146,9 +150,40 @@ impl Application {
         self.state.platform.usage.shutdown().await;
         self.projections.shutdown().await;
         self.outbox.abort();
+        if let Some(checkpoints) = self.checkpoints {
+            checkpoints.abort();
+        }
         self.state.db.close().await;
         Ok(())
     }
+}
+
+/// Records a signed checkpoint of the event history every `every` (the first one `every` after
+/// start). A failure is logged and the next period tries again; a history that does not verify is
+/// an alert, not something to sign.
+fn spawn_checkpoints(
+    integrity: services::integrity::Integrity,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match integrity.checkpoint().await {
+                Ok(c) => tracing::info!(
+                    number = c.number,
+                    events = c.events,
+                    chains = c.chains,
+                    "audit checkpoint signed"
+                ),
+                Err(services::integrity::CheckpointError::Tampered(problem)) => {
+                    tracing::error!(?problem, "the event history does not verify; no checkpoint signed")
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot record an audit checkpoint"),
+            }
+        }
+    })
 }
 
 /// The HTTP routes: the REST API, server functions, the dashboard pages and its static files.

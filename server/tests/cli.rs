@@ -1,6 +1,6 @@
 //! The `keyguard` binary as an operator meets it: clear refusal of bad configuration, and
 //! `migrate` preparing a database, creating users, rebuilding the read models and rotating the
-//! master key.
+//! master key, and proving the event history intact with `audit verify`.
 
 use std::process::Command;
 
@@ -230,4 +230,70 @@ async fn master_key_rotate_rewraps_every_data_key() {
     assert!(stdout.contains("0 data key(s) re-wrapped, 0 already current, 2 failed"), "{stdout}");
     assert!(stdout.contains("KEYGUARD_PREVIOUS_MASTER_KEYS"), "the failures say what to do: {stdout}");
     assert!(stderr.contains("could not be re-wrapped"), "{stderr}");
+}
+
+#[tokio::test]
+async fn audit_verify_exits_zero_only_while_the_history_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let output = user_create(&data_dir, "ada@example.com", "admin", &format!("{PASSWORD}\n"));
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let audit = |args: &[&str]| {
+        let mut command = keyguard();
+        command.arg("audit").args(args).env("KEYGUARD_DATA_DIR", &data_dir);
+        command.output().unwrap()
+    };
+
+    let output = audit(&["verify"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("1 event(s) in 1 chain(s) checked"), "{stdout}");
+    assert!(stdout.contains("no checkpoint yet"), "{stdout}");
+
+    let output = audit(&["checkpoint"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("checkpoint 1 signed: 1 event(s) in 1 chain(s)"), "{stdout}");
+
+    let output = audit(&["public-key"]);
+    assert_eq!(output.status.code(), Some(0));
+    let pem = text(&output.stdout);
+    assert!(
+        pem.starts_with("-----BEGIN PUBLIC KEY-----\n")
+            && pem.trim_end().ends_with("-----END PUBLIC KEY-----")
+    );
+    assert_eq!(text(&audit(&["public-key"]).stdout), pem, "the key derives from the master key: stable");
+
+    // Someone with the database file rewrites the user's creation.
+    let db = services::store::Database::connect(
+        &services::store::DatabaseConfig::Sqlite { path: data_dir.join("keyguard.db") },
+        1,
+    )
+    .await
+    .unwrap();
+    let services::store::Database::Sqlite(pool) = &db else { unreachable!("a SQLite file") };
+    sqlx::query("UPDATE events SET payload = json_set(payload, '$.role', 'auditor')")
+        .execute(pool)
+        .await
+        .unwrap();
+    db.close().await;
+
+    let output = audit(&["verify"]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("FIRST PROBLEM: modified at user "), "{stdout}");
+    assert!(stdout.contains("sequence 1 (position 1)"), "{stdout}");
+    assert!(stderr.contains("does not verify"), "{stderr}");
+
+    let output = audit(&["verify", "--json"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["firstProblem"]["kind"], "modified");
+    assert_eq!(report["checkpoint"]["number"], 1);
+
+    // A checkpoint is not signed over it.
+    let output = audit(&["checkpoint"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output.stderr).contains("does not verify"), "{}", text(&output.stderr));
 }

@@ -17,6 +17,7 @@ use crate::caller::Caller;
 use crate::error::ServiceError;
 use crate::events::EventBus;
 use crate::gate::{Gate, GateConfig, GateStores};
+use crate::integrity::Integrity;
 use crate::projections::{Projections, ProjectionsConfig};
 use crate::secrets::{Envelope, MasterKeys};
 use crate::store::{Cqrs, Database};
@@ -34,6 +35,8 @@ pub struct Platform {
     pub gate: Gate,
     /// The proxy's usage records, written in batches once `usage.start` runs.
     pub usage: UsageWriter,
+    /// The event history's tamper evidence: verification and signed checkpoints.
+    pub integrity: Integrity,
     /// Serializes the first-admin check of the setup page within this process.
     pub(crate) setup_lock: tokio::sync::Mutex<()>,
     pub(crate) devices: Cqrs<Device>,
@@ -65,6 +68,7 @@ impl Platform {
         let clock = Arc::new(SystemClock);
         let tokens = TokenIssuer::new(&master_keys, clock.clone())
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let integrity = Integrity::new(db.clone(), &master_keys);
         let envelope = Envelope::new(db.clone(), master_keys);
         Ok(Self {
             gate: Gate::new(db.clone(), envelope.clone(), config, stores),
@@ -72,6 +76,7 @@ impl Platform {
             sessions: Sessions::new(db.clone(), Arc::new(tokens)),
             throttle: LoginThrottle::new(ThrottleConfig::default(), clock),
             usage: UsageWriter::new(db.clone()),
+            integrity,
             setup_lock: tokio::sync::Mutex::new(()),
             projections: Arc::new(Projections::new(db.clone(), ProjectionsConfig::default())),
             envelope,

@@ -1,4 +1,4 @@
-//! `/api/v1/audit/logs`: the audit trail, read-only: every event and security record with the
+//! `/api/v1/audit/...`: the audit trail, read-only: every event and security record with the
 //! real actor, where the request came from, and what happened (secrets redacted).
 
 use axum::extract::{Path, Query, State};
@@ -24,6 +24,8 @@ pub fn router() -> Router<AppState> {
         .route("/audit/logs/{position}", get(get_one))
         .route("/audit/export", get(crate::api::audit_export::export))
         .route("/audit/stream", get(crate::api::audit_export::stream))
+        .route("/audit/verify", get(crate::api::audit_integrity::verify))
+        .route("/audit/public-key", get(crate::api::audit_integrity::public_key))
 }
 
 /// Who caused an entry.

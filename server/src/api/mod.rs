@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod audit_export;
+pub mod audit_integrity;
 pub mod auth;
 pub mod context;
 pub mod devices;

@@ -60,6 +60,8 @@ use crate::startup::AppState;
         audit::get_one,
         crate::api::audit_export::export,
         crate::api::audit_export::stream,
+        crate::api::audit_integrity::verify,
+        crate::api::audit_integrity::public_key,
     ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
     modifiers(&BearerAuth),

@@ -1,6 +1,7 @@
 //! The bodies of the `keyguard` subcommands other than `serve`: each opens the configured store
 //! (applying migrations first, as `migrate` does), does one job, and says what it did.
 
+pub mod audit;
 pub mod master_key;
 pub mod projections;
 pub mod user;
@@ -15,7 +16,7 @@ use services::store::Database;
 use crate::config::Config;
 
 /// A command needs few connections: it does one thing at a time.
-const CONNECTIONS: u32 = 2;
+pub(crate) const CONNECTIONS: u32 = 2;
 
 /// Applies pending database migrations.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {

@@ -172,14 +172,7 @@ impl Database {
     }
 
     pub fn event_repository(&self) -> EventRepository {
-        match self {
-            Self::Postgres(pool) => {
-                EventRepository::Postgres(postgres_es::PostgresEventRepository::new(pool.clone()))
-            }
-            Self::Sqlite(pool) => {
-                EventRepository::Sqlite(sqlite_es::SqliteEventRepository::new(pool.clone()))
-            }
-        }
+        EventRepository::new(self.clone())
     }
 
     /// A cqrs-es framework for aggregate `A` on this store, dispatching to `queries` after each commit.
@@ -191,7 +184,9 @@ impl Database {
     /// Appends events that no aggregate decides (audit records, usage batches) as one new
     /// aggregate instance with sequences 1..=n, atomically. Same columns as cqrs-es writes; the
     /// store fills `global_seq`, `event_id`, `tx_id` and `recorded_at`, so these events flow to
-    /// projections, the outbox and the audit trail like any other.
+    /// projections, the outbox and the audit trail like any other. Each event is linked into the
+    /// new aggregate's hash chain (`crate::integrity::chain`), so a batch is chained like any
+    /// aggregate, from genesis.
     pub async fn append_batch(
         &self,
         aggregate_type: &str,
@@ -204,10 +199,12 @@ impl Database {
         // PostgreSQL's columns are `json`: the text parameters need the cast there.
         const INSERT_PG: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
                                  event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)";
+        let linked = link_batch(aggregate_type, aggregate_id, events, metadata_json)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         macro_rules! insert_all {
             ($pool:expr, $sql:expr) => {{
                 let mut tx = $pool.begin().await?;
-                for (sequence, event) in (1i64..).zip(events) {
+                for ((sequence, event), metadata) in (1i64..).zip(events).zip(&linked) {
                     sqlx::query($sql)
                         .bind(aggregate_type)
                         .bind(aggregate_id)
@@ -215,7 +212,7 @@ impl Database {
                         .bind(&event.event_type)
                         .bind(&event.event_version)
                         .bind(&event.payload_json)
-                        .bind(metadata_json)
+                        .bind(metadata)
                         .execute(&mut *tx)
                         .await?;
                 }
@@ -235,4 +232,32 @@ impl Database {
             Self::Sqlite(pool) => pool.close().await,
         }
     }
+}
+
+/// The metadata of each event of a new batch aggregate, linked from genesis.
+fn link_batch(
+    aggregate_type: &str,
+    aggregate_id: &str,
+    events: &[BatchEvent],
+    metadata_json: &str,
+) -> Result<Vec<String>, serde_json::Error> {
+    let metadata: serde_json::Map<String, serde_json::Value> = serde_json::from_str(metadata_json)?;
+    let mut prev = crate::integrity::ChainHash::GENESIS;
+    let mut linked = Vec::with_capacity(events.len());
+    for (sequence, event) in (1u64..).zip(events) {
+        let payload: serde_json::Value = serde_json::from_str(&event.payload_json)?;
+        let mut metadata = metadata.clone();
+        prev = crate::integrity::chain::link(
+            prev,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            &event.event_type,
+            &event.event_version,
+            &payload,
+            &mut metadata,
+        );
+        linked.push(serde_json::to_string(&metadata)?);
+    }
+    Ok(linked)
 }
