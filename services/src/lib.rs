@@ -14,6 +14,7 @@ pub mod enrollment_codes;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod history;
 pub mod keys;
 pub mod login;
 pub mod outbox;
