@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod audit_query;
 pub mod auth;
+pub mod backup;
 pub mod caller;
 pub mod devices;
 pub mod enrollment;
