@@ -7,6 +7,7 @@ pub mod context;
 pub mod devices;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod json;
 pub mod keys;
 pub mod openapi;
@@ -28,6 +29,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(openapi::router())
         .merge(auth::router())
         .merge(audit::router())
+        .merge(history::router())
         .merge(devices::router())
         .merge(keys::router())
         .merge(policies::router())

@@ -60,6 +60,7 @@ use crate::startup::AppState;
         audit::get_one,
         crate::api::audit_export::export,
         crate::api::audit_export::stream,
+        crate::api::history::aggregate_history,
     ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
     modifiers(&BearerAuth),
