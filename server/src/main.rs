@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Command::User(command) => commands::user::run(&config, command).await,
         Command::Projections(command) => commands::projections::run(&config, command).await,
         Command::MasterKey(command) => commands::master_key::run(&config, command).await,
+        Command::Audit(command) => commands::audit::run(&config, command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! The bodies of the `keyguard` subcommands other than `serve`: each opens the configured store
 //! (applying migrations first, as `migrate` does), does one job, and says what it did.
 
+pub mod audit;
 pub mod master_key;
 pub mod projections;
 pub mod user;
