@@ -479,6 +479,7 @@ async fn check_complete(tx: &mut WriteTx) -> Result<(), BackupError> {
 /// The text SQLite's events table holds for an instant: the store's own format (milliseconds)
 /// when that loses nothing, more digits otherwise.
 fn sqlite_time(at: DateTime<Utc>) -> String {
-    let format = if at.nanosecond() % 1_000_000 == 0 { SecondsFormat::Millis } else { SecondsFormat::AutoSi };
+    let format =
+        if at.nanosecond().is_multiple_of(1_000_000) { SecondsFormat::Millis } else { SecondsFormat::AutoSi };
     at.to_rfc3339_opts(format, true)
 }
