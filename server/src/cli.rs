@@ -1,7 +1,10 @@
 //! The command line of the `keyguard` binary. With no subcommand it serves, which is how
 //! cargo-leptos runs it.
 
-use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +32,7 @@ pub enum Command {
     /// Manage the master key that wraps every data key.
     #[command(subcommand)]
     MasterKey(MasterKeyCommand),
-    /// Prove the event history was not modified.
+    /// The audit trail: prove it was not modified, export it, restore it.
     #[command(subcommand)]
     Audit(AuditCommand),
 }
@@ -76,6 +79,26 @@ pub enum AuditCommand {
     Checkpoint,
     /// Print the Ed25519 public key that checkpoints are signed with (PEM).
     PublicKey,
+    /// Export every event of the store, exactly as stored, oldest first.
+    ///
+    /// Each event comes with its aggregate type and id, sequence, type, version, payload,
+    /// metadata, global position, id and the time the store accepted it: everything `audit
+    /// import` needs to restore it. The events are read in pages, so a store of any size exports
+    /// in bounded memory, and from one consistent snapshot.
+    ///
+    /// The export holds the credential material the events carry: provider secrets SEALED
+    /// (encrypted under data keys that the master key wraps) and password HASHES. Nothing is
+    /// decrypted; still, keep the file as you would keep the database. Restored provider secrets
+    /// open only with the master key and the data keys (the `data_keys` table, which this export
+    /// does not contain).
+    Export(ExportArgs),
+    /// Restore an NDJSON export into an EMPTY store, then rebuild the read models.
+    ///
+    /// Every event is re-appended with its original id, position, sequence, payload, metadata
+    /// (hash-chain entries included) and time, in one transaction: the whole export or nothing.
+    /// A store that already holds events is refused. Stop every `keyguard` node that uses the
+    /// store first.
+    Import(ImportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -83,4 +106,44 @@ pub struct VerifyArgs {
     /// Print the report as JSON (the shape of `GET /api/v1/audit/verify`).
     #[arg(long)]
     pub json: bool,
+}
+
+/// The file formats of `audit export`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON event per line: the format `audit import` restores.
+    Ndjson,
+    /// One row per event, payload and metadata as JSON text; for reading.
+    Csv,
+    /// A JSON array of events; for reading.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[arg(long, value_enum, default_value_t = ExportFormat::Ndjson)]
+    pub format: ExportFormat,
+    /// Only events the store accepted at or after this instant (RFC 3339). A partial export
+    /// cannot be restored.
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only events the store accepted before this instant (RFC 3339).
+    #[arg(long, value_parser = parse_instant)]
+    pub until: Option<DateTime<Utc>>,
+    /// Write the export to this file (created only once the export is complete) instead of
+    /// standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The NDJSON export to restore (`-` for standard input).
+    pub file: PathBuf,
+}
+
+fn parse_instant(raw: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(raw.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("`{raw}` is not an RFC 3339 instant (e.g. 2025-01-31T12:00:00Z)"))
 }

@@ -19,8 +19,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(&config.log_filter, config.log_format);
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    let output = match command {
+        Command::Audit(_) => telemetry::LogOutput::Stderr,
+        _ => telemetry::LogOutput::Stdout,
+    };
+    telemetry::init(&config.log_filter, config.log_format, output);
+    let result = match command {
         Command::Serve => serve(&config).await,
         Command::Migrate => commands::migrate(&config).await,
         Command::User(command) => commands::user::run(&config, command).await,

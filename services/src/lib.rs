@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod audit_query;
 pub mod auth;
+pub mod backup;
 pub mod caller;
 pub mod devices;
 pub mod enrollment;
@@ -14,6 +15,7 @@ pub mod enrollment_codes;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod history;
 pub mod integrity;
 pub mod keys;
 pub mod login;

@@ -201,7 +201,7 @@ fn PolicyEditor(
                 </div>
             })}
             <p class="ok" role="status" data-testid="policy-saved">
-                {move || notice.get().then(|| t!(i18n, common.saved))}
+                {move || notice.get().then_some(t!(i18n, common.saved))}
             </p>
         </form>
     }

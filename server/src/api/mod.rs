@@ -8,6 +8,7 @@ pub mod context;
 pub mod devices;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod json;
 pub mod keys;
 pub mod openapi;
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(openapi::router())
         .merge(auth::router())
         .merge(audit::router())
+        .merge(history::router())
         .merge(devices::router())
         .merge(keys::router())
         .merge(policies::router())

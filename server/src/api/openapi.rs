@@ -62,6 +62,7 @@ use crate::startup::AppState;
         crate::api::audit_export::stream,
         crate::api::audit_integrity::verify,
         crate::api::audit_integrity::public_key,
+        crate::api::history::aggregate_history,
     ),
     components(schemas(ErrorBody, health::Health, health::Readiness)),
     modifiers(&BearerAuth),

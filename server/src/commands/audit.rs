@@ -1,5 +1,6 @@
 //! `keyguard audit verify | checkpoint | public-key`: the event history's tamper evidence from the
 //! command line, for auditors and for scheduled jobs (the exit status says whether it holds).
+//! `export` and `import` are in [`super::audit_backup`].
 
 use anyhow::{Context as _, bail};
 use services::integrity::{CheckpointKeys, Integrity, VerifyReport};
@@ -11,6 +12,9 @@ use crate::cli::AuditCommand;
 use crate::config::Config;
 
 pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    if matches!(command, AuditCommand::Export(_) | AuditCommand::Import(_)) {
+        return super::audit_backup::run(config, command).await;
+    }
     let master_keys = MasterKeys::load(&config.master_key).context("cannot load the master key")?;
     if let AuditCommand::PublicKey = command {
         print!("{}", CheckpointKeys::new(&master_keys).public_key().pem);
@@ -22,7 +26,9 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let result = match command {
         AuditCommand::Verify(args) => verify(&integrity, args.json).await,
         AuditCommand::Checkpoint => checkpoint(&integrity).await,
-        AuditCommand::PublicKey => unreachable!("answered above"),
+        AuditCommand::PublicKey | AuditCommand::Export(_) | AuditCommand::Import(_) => {
+            unreachable!("answered above")
+        }
     };
     db.close().await;
     result

@@ -2,6 +2,7 @@
 //! (applying migrations first, as `migrate` does), does one job, and says what it did.
 
 pub mod audit;
+pub mod audit_backup;
 pub mod master_key;
 pub mod projections;
 pub mod user;

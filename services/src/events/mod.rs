@@ -60,3 +60,27 @@ pub fn redacted(mut payload: serde_json::Value) -> serde_json::Value {
     }
     payload
 }
+
+/// `value` with credential material replaced by `"<redacted>"` at any depth: for documents
+/// that nest them, such as an aggregate's state (an API key's `sealed_secret` sits inside its
+/// state, a user's `password_hash` likewise).
+pub fn redacted_everywhere(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.into_iter()
+                .map(|(key, value)| {
+                    let value = if REDACTED_FIELDS.contains(&key.as_str()) {
+                        serde_json::Value::String("<redacted>".to_owned())
+                    } else {
+                        redacted_everywhere(value)
+                    };
+                    (key, value)
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(redacted_everywhere).collect())
+        }
+        other => other,
+    }
+}
