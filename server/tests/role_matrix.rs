@@ -28,8 +28,15 @@ const USER_READERS: &[&str] = &["admin", "auditor"];
 /// users; auditor reads everything including the audit trail and changes nothing.
 fn rule(method: &str, path: &str) -> Rule {
     let read = method == "get";
-    let public_prefixes =
-        ["/api/v1/health", "/api/v1/ready", "/api/v1/openapi.json", "/api/v1/keyguard/", "/api/v1/proxy"];
+    // The checkpoints' public key is for anyone who wants to check a signed checkpoint.
+    let public_prefixes = [
+        "/api/v1/health",
+        "/api/v1/ready",
+        "/api/v1/openapi.json",
+        "/api/v1/keyguard/",
+        "/api/v1/proxy",
+        "/api/v1/audit/public-key",
+    ];
     if public_prefixes.iter().any(|p| path.starts_with(p)) {
         return Rule::Public;
     }
