@@ -188,3 +188,39 @@ async fn server_functions_check_the_role_before_acting() {
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["Refused"]["code"], "concurrent_modification", "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_page_replays_a_subjects_history_step_by_step() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let admin = app.bootstrap_admin().await;
+    let key = app.create_key(&admin, "Replayed").await;
+    let device = app.seed_device(key, "replayed-laptop", domain::device::InitialStatus::Pending).await;
+    let approve = json!({ "id": device.to_string(), "change": "Approve", "text": "", "version": 1 });
+    let approved =
+        browser().post(app.url("/api/devices/change")).bearer_auth(&admin).json(&approve).send().await;
+    assert_eq!(approved.unwrap().status(), 200);
+    let auditor = app.user_with_role(&admin, "auditor").await;
+
+    let history = |token: Option<&str>| {
+        let request = browser()
+            .post(app.url("/api/audit/history"))
+            .form(&[("kind", "device"), ("id", device.to_string().as_str())]);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    assert_eq!(history(None).await.0, 401);
+    let (status, steps) = history(Some(&auditor)).await;
+    assert_eq!(status, 200, "{steps}");
+    let steps = steps.as_array().expect("steps");
+    let kinds: Vec<&str> = steps.iter().map(|s| s["event_type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["DeviceEnrolled", "DeviceApproved"]);
+    let state = |i: usize| serde_json::from_str::<Value>(steps[i]["state"].as_str().unwrap()).unwrap();
+    assert_eq!(state(0)["status"], "pending", "{}", state(0));
+    assert_eq!(state(1)["status"], "active", "{}", state(1));
+}

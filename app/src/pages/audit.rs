@@ -9,7 +9,7 @@ use crate::components::error_note::ErrorNote;
 use crate::components::pager::Pager;
 use crate::format::precise;
 use crate::i18n::{t, t_string, use_i18n};
-use crate::server_fns::audit::{AUDIT_PAGE, AuditQuery, AuditRow, list_audit};
+use crate::server_fns::audit::{AUDIT_PAGE, AuditQuery, AuditRow, aggregate_history, list_audit};
 
 /// One live entry, as `/api/v1/audit/stream` sends it.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -133,7 +133,53 @@ fn EntryDetails(row: AuditRow, selected: RwSignal<Option<AuditRow>>) -> impl Int
                 <dt>{t!(i18n, audit.event_id)}</dt><dd><code>{row.event_id.clone()}</code></dd>
             </dl>
             <pre>{row.payload.clone()}</pre>
+            {HISTORIES.contains(&row.aggregate_type.as_str()).then(|| view! {
+                <TimeTravel kind=row.aggregate_type.clone() id=row.aggregate_id.clone() sequence=row.sequence />
+            })}
         </aside>
+    }
+}
+
+/// The aggregates whose history can be replayed.
+const HISTORIES: [&str; 4] = ["device", "api_key", "policy", "user"];
+
+/// The subject's whole history with a slider through time: each step shows the event and the
+/// state it left. It opens at the entry being read.
+#[component]
+fn TimeTravel(kind: String, id: String, sequence: i64) -> impl IntoView {
+    let i18n = use_i18n();
+    let history = Resource::new(move || (kind.clone(), id.clone()), |(kind, id)| aggregate_history(kind, id));
+    view! {
+        <section class="time-travel" aria-labelledby="time-travel-title" data-testid="time-travel">
+            <h3 id="time-travel-title">{t!(i18n, audit.time_travel)}</h3>
+            <Suspense fallback=move || view! { <p class="loading">{t!(i18n, common.loading)}</p> }>
+                {move || history.get().map(|result| match result {
+                    Err(err) => view! { <ErrorNote error=Signal::derive(move || Some(err.clone())) /> }.into_any(),
+                    Ok(steps) if steps.is_empty() => ().into_any(),
+                    Ok(steps) => {
+                        let last = steps.len() - 1;
+                        let opened = steps.iter().position(|s| s.sequence == sequence).unwrap_or(last);
+                        let at = RwSignal::new(opened);
+                        let steps = StoredValue::new(steps);
+                        let step = move || steps.with_value(|s| s[at.get().min(last)].clone());
+                        view! {
+                            <label for="time-travel-slider">{move || t_string!(i18n, audit.step,
+                                n = (at.get() + 1).to_string(), total = (last + 1).to_string()).to_string()}</label>
+                            <input id="time-travel-slider" data-testid="time-travel-slider" type="range" min="0"
+                                max=last.to_string() step="1" prop:value=move || at.get().to_string()
+                                on:input=move |ev| at.set(event_target_value(&ev).parse().unwrap_or(last)) />
+                            <p data-testid="time-travel-event">
+                                <strong>{move || step().event_type}</strong>
+                                " · " {move || precise(i18n.get_locale(), step().at)}
+                                " · " <code>{move || step().actor}</code>
+                            </p>
+                            <h4>{t!(i18n, audit.state_after)}</h4>
+                            <pre data-testid="time-travel-state">{move || step().state}</pre>
+                        }.into_any()
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }
 

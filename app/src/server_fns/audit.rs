@@ -17,6 +17,8 @@ pub struct AuditRow {
     pub event_type: String,
     pub aggregate_type: String,
     pub aggregate_id: String,
+    /// The event's number within its aggregate.
+    pub sequence: i64,
     pub actor: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
@@ -120,6 +122,7 @@ impl From<services::read_models::audit::AuditEntry> for AuditRow {
             event_type: e.event_type,
             aggregate_type: e.aggregate_type,
             aggregate_id: e.aggregate_id,
+            sequence: e.sequence,
             actor,
             ip: e.ip,
             user_agent: e.user_agent,
@@ -146,4 +149,45 @@ pub async fn list_audit(query: AuditQuery, offset: i64) -> Result<AuditPage, App
         .await
         .map_err(services::error::ServiceError::from)?;
     Ok(AuditPage { total: page.total, items: page.items.into_iter().map(AuditRow::from).collect() })
+}
+
+/// One step of an aggregate's history: the event and the state it left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryStep {
+    pub sequence: i64,
+    pub event_type: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    /// The aggregate's state after this event, as pretty JSON (secrets redacted).
+    pub state: String,
+}
+
+/// Every event of one device, key, policy or user with the state after it, oldest first.
+#[server(endpoint = "audit/history")]
+pub async fn aggregate_history(kind: String, id: String) -> Result<Vec<HistoryStep>, AppError> {
+    use domain::user::Permission;
+    use services::history::{self, AggregateKind};
+
+    let allowed = crate::backend::authorize(Permission::ReadAudit)?;
+    let kind = AggregateKind::parse(&kind)?;
+    let found = history::history(&allowed.platform, kind, &id, None).await?;
+    Ok(found
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let e = entry.event;
+            let actor = match (e.actor_type, e.actor_id) {
+                (Some(t), Some(id)) => format!("{t}:{id}"),
+                (Some(t), None) => t,
+                _ => String::new(),
+            };
+            HistoryStep {
+                sequence: e.sequence,
+                event_type: e.event_type,
+                at: e.at,
+                actor,
+                state: serde_json::to_string_pretty(&entry.state).unwrap_or_default(),
+            }
+        })
+        .collect())
 }
