@@ -303,6 +303,19 @@ pub struct ImportSummary {
     pub events: u64,
     /// The position of the last event restored (0 for an empty backup).
     pub last_position: i64,
+    /// The position of the last restored event that carries no hash-chain link (0 if every one
+    /// does): events written before the chain existed, which the restored store then treats as
+    /// its own history from before the chain.
+    pub unchained_up_to: i64,
+}
+
+/// Whether an event's metadata carries its hash-chain link.
+fn is_chained(metadata: &RawValue) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Link {
+        hash: Option<serde::de::IgnoredAny>,
+    }
+    serde_json::from_str::<Link>(metadata.get()).is_ok_and(|link| link.hash.is_some())
 }
 
 enum WriteTx {
@@ -357,6 +370,9 @@ pub async fn import(db: &Database, backup: impl BufRead) -> Result<ImportSummary
             });
         }
         summary.last_position = event.position;
+        if !is_chained(&event.metadata) {
+            summary.unchained_up_to = event.position;
+        }
         summary.events += 1;
         batch.push(event);
         if batch.len() == INSERT_ROWS {
@@ -366,6 +382,17 @@ pub async fn import(db: &Database, backup: impl BufRead) -> Result<ImportSummary
     }
     insert(&mut tx, &batch).await?;
     check_complete(&mut tx).await?;
+    // A backup of a store older than the chain holds unhashed events; restored, they are that
+    // store's history from before the chain, not events slipped in around it.
+    const LEGACY: &str = "UPDATE event_chain SET legacy_position = $1 WHERE legacy_position < $1";
+    match &mut tx {
+        WriteTx::Postgres(tx) => {
+            sqlx::query(LEGACY).bind(summary.unchained_up_to).execute(&mut **tx).await?;
+        }
+        WriteTx::Sqlite(tx) => {
+            sqlx::query(LEGACY).bind(summary.unchained_up_to).execute(&mut **tx).await?;
+        }
+    }
     match tx {
         WriteTx::Postgres(mut tx) => {
             // New appends continue after the restored positions.
