@@ -109,11 +109,12 @@ pub fn Ring(
     let total: i64 = parts.iter().map(|p| p.value).sum();
     let circumference = 2.0 * std::f64::consts::PI * 40.0;
     let mut offset = 0.0;
+    // One arc per part, empty ones included: the list is never empty, and its shape never depends
+    // on the figures (an empty list inside SVG hydrates differently from how it renders).
     let arcs = parts
         .iter()
-        .filter(|p| p.value > 0)
         .map(|p| {
-            let length = p.value as f64 / total.max(1) as f64 * circumference;
+            let length = p.value.max(0) as f64 / total.max(1) as f64 * circumference;
             let arc = view! {
                 <circle class=format!("ring-part ring-{}", p.key) cx="50" cy="50" r="40"
                     stroke-dasharray=format!("{length:.2} {:.2}", circumference - length)
