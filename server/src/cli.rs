@@ -57,6 +57,13 @@ pub struct CreateUserArgs {
     pub name: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Keep this many days of usage events (default: KEYGUARD_USAGE_RETENTION_DAYS).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub days: Option<u32>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProjectionsCommand {
     /// Rebuild every read model from the event store.
@@ -79,6 +86,10 @@ pub enum AuditCommand {
     Checkpoint,
     /// Print the Ed25519 public key that checkpoints are signed with (PEM).
     PublicKey,
+    /// Apply the retention policy for usage events now: remove every usage batch stored more
+    /// than DAYS days ago, keeping each batch's chain head and recording a signed
+    /// `UsageRetentionApplied` event. Security and administration events are never removed.
+    Retention(RetentionArgs),
     /// Export every event of the store, exactly as stored, oldest first.
     ///
     /// Each event comes with its aggregate type and id, sequence, type, version, payload,
@@ -88,9 +99,10 @@ pub enum AuditCommand {
     ///
     /// The export holds the credential material the events carry: provider secrets SEALED
     /// (encrypted under data keys that the master key wraps) and password HASHES. Nothing is
-    /// decrypted; still, keep the file as you would keep the database. Restored provider secrets
-    /// open only with the master key and the data keys (the `data_keys` table, which this export
-    /// does not contain).
+    /// decrypted; still, keep the file as you would keep the database. A whole NDJSON export
+    /// also carries the data keys (wrapped by the master key), the signing keys' registry and
+    /// the heads of usage batches removed by retention: restored, the provider secrets open with
+    /// the same master key and the history verifies.
     Export(ExportArgs),
     /// Restore an NDJSON export into an EMPTY store, then rebuild the read models.
     ///

@@ -56,6 +56,9 @@ pub struct Config {
     /// (`KEYGUARD_AUDIT_CHECKPOINT_MINUTES`, default 60; 0 turns it off, leaving
     /// `keyguard audit checkpoint` to a scheduler).
     pub audit_checkpoint_interval: Option<Duration>,
+    /// How many days of usage events to keep (`KEYGUARD_USAGE_RETENTION_DAYS`; unset or 0 keeps
+    /// them forever). An hourly job removes older usage batches; nothing else is ever removed.
+    pub usage_retention_days: Option<u32>,
     /// The NATS KV buckets of the shared nonce store and limits, used when `nats_url` is set.
     /// Not read from the environment: the defaults suit every deployment, tests isolate theirs.
     pub gate_stores: SharedStoresConfig,
@@ -219,6 +222,16 @@ impl Config {
         let audit_checkpoint_interval =
             (checkpoint_minutes > 0).then(|| Duration::from_secs(checkpoint_minutes * 60));
 
+        let retention_days: u32 =
+            parse_or("KEYGUARD_USAGE_RETENTION_DAYS", get("KEYGUARD_USAGE_RETENTION_DAYS"), 0)?;
+        if retention_days > 36_500 {
+            return Err(ConfigError::new(
+                "KEYGUARD_USAGE_RETENTION_DAYS",
+                format!("must be a number of days up to 36500 (0 keeps usage forever), got {retention_days}"),
+            ));
+        }
+        let usage_retention_days = (retention_days > 0).then_some(retention_days);
+
         Ok(Self {
             database,
             nats_url,
@@ -236,6 +249,7 @@ impl Config {
             upstream,
             usage: usage_config(&get, mode)?,
             audit_checkpoint_interval,
+            usage_retention_days,
             gate_stores: SharedStoresConfig::default(),
         })
     }
@@ -506,6 +520,20 @@ mod tests {
         assert_eq!(config.usage.mode, AuditMode::Strict);
         assert_eq!(config.usage.capacity, 64);
         assert_eq!(config.usage.flush_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn usage_retention_is_off_unless_a_number_of_days_is_given() {
+        assert_eq!(config(&[]).unwrap().usage_retention_days, None);
+        assert_eq!(config(&[("KEYGUARD_USAGE_RETENTION_DAYS", "0")]).unwrap().usage_retention_days, None);
+        assert_eq!(
+            config(&[("KEYGUARD_USAGE_RETENTION_DAYS", "90")]).unwrap().usage_retention_days,
+            Some(90)
+        );
+        for bad in ["-1", "ninety", "36501"] {
+            let err = config(&[("KEYGUARD_USAGE_RETENTION_DAYS", bad)]).unwrap_err();
+            assert!(err.to_string().contains("KEYGUARD_USAGE_RETENTION_DAYS"), "{bad}: {err}");
+        }
     }
 
     #[test]

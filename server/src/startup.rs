@@ -61,6 +61,7 @@ pub struct Application {
     projections: ProjectionsTask,
     outbox: tokio::task::JoinHandle<()>,
     checkpoints: Option<tokio::task::JoinHandle<()>>,
+    retention: Option<tokio::task::JoinHandle<()>>,
     closing: tokio::sync::watch::Sender<bool>,
 }
 
@@ -103,9 +104,17 @@ impl Application {
         platform.usage.start(config.usage.clone());
         let projections = platform.projections.clone().spawn(&platform.bus);
         let outbox = spawn_outbox(db.clone(), platform.bus.clone(), config.nats_url.clone());
+        // Registered before the first signature, so that what this key signs stays verifiable
+        // once it is rotated out.
+        if let Err(err) = platform.integrity.register_key().await {
+            tracing::warn!(error = %err, "cannot register the audit signing key");
+        }
         let checkpoints = config
             .audit_checkpoint_interval
             .map(|every| spawn_checkpoints(platform.integrity.clone(), every));
+        let retention = config.usage_retention_days.map(|days| {
+            spawn_retention(platform.integrity.clone(), platform.projections.clone(), days, RETENTION_EVERY)
+        });
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
@@ -123,7 +132,7 @@ impl Application {
                 .context("cannot build the proxy's HTTP client")?,
         };
         let router = router(state.clone());
-        Ok(Self { listener, router, state, projections, outbox, checkpoints, closing })
+        Ok(Self { listener, router, state, projections, outbox, checkpoints, retention, closing })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -150,8 +159,8 @@ impl Application {
         self.state.platform.usage.shutdown().await;
         self.projections.shutdown().await;
         self.outbox.abort();
-        if let Some(checkpoints) = self.checkpoints {
-            checkpoints.abort();
+        for job in [self.checkpoints, self.retention].into_iter().flatten() {
+            job.abort();
         }
         self.state.db.close().await;
         Ok(())
@@ -181,6 +190,45 @@ fn spawn_checkpoints(
                     tracing::error!(?problem, "the event history does not verify; no checkpoint signed")
                 }
                 Err(err) => tracing::warn!(error = %err, "cannot record an audit checkpoint"),
+            }
+        }
+    })
+}
+
+/// How often the retention policy for usage events runs.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(60 * 60);
+
+/// Applies the retention policy for usage events at start and then every `every`. A failure is
+/// logged and the next period tries again.
+fn spawn_retention(
+    integrity: services::integrity::Integrity,
+    projections: std::sync::Arc<services::projections::Projections>,
+    days: u32,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match integrity.apply_retention(days, chrono::Utc::now()).await {
+                Ok(runs) => {
+                    for run in &runs {
+                        tracing::info!(
+                            batches = run.batches,
+                            events = run.events,
+                            kept = run.kept.len(),
+                            cutoff = %run.cutoff,
+                            "usage retention applied"
+                        );
+                    }
+                    if !runs.is_empty()
+                        && let Err(err) = projections.catch_up().await
+                    {
+                        tracing::warn!(error = %err, "read models did not catch up after retention");
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot apply the usage retention policy"),
             }
         }
     })

@@ -106,7 +106,10 @@ async fn a_restored_store_has_the_same_events_and_read_models(backend: Backend) 
     let target = TestDb::new(backend).await;
     let stdout = succeeded(&run(&target.config, &["audit", "import", backup_file.to_str().unwrap()]));
     let head = services::events::EventLog::new(source.db.clone()).head().await.unwrap();
-    assert!(stdout.contains(&format!("{events} event(s) restored, up to position {head}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{events} event(s) and 0 other record(s) restored, up to position {head}")),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("read models rebuilt up to event position {head}")), "{stdout}");
 
     // The event rows: exporting the restored store gives the same file, byte for byte (ids,

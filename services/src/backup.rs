@@ -4,9 +4,14 @@
 //! store from which the projections rebuild the very same read models.
 //!
 //! The events hold credential material in the form the aggregates need to replay: sealed
-//! (encrypted) provider secrets and password hashes. A backup therefore carries it too, and is
-//! of no use for the provider secrets without the master key and the data keys it wraps
-//! (`data_keys`, which this export does not contain). Nothing here ever decrypts a secret.
+//! (encrypted) provider secrets and password hashes. A backup therefore carries it too, with the
+//! data keys that seal the provider secrets (`data_keys`, themselves wrapped by the master key),
+//! so a restored server opens the secrets with the same master key and nothing else. Nothing here
+//! ever decrypts a secret.
+//!
+//! A whole NDJSON export ends with the store's records that are not events, one per line, tagged
+//! by `record`: the data keys, the signing keys' registry and the heads of the usage batches the
+//! retention policy removed, so that the restored history verifies as the original did.
 //!
 //! Metadata is copied verbatim, entries the domain does not know included (the hash chain's
 //! `prev_hash` and `hash`), so whatever the store recorded survives the round trip.
@@ -44,6 +49,61 @@ pub struct ExportedEvent {
     pub metadata: Box<RawValue>,
     /// When the store accepted the event.
     pub recorded_at: DateTime<Utc>,
+}
+
+/// A row of the store that is not an event, as a whole backup carries it after the events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum StoreRecord {
+    DataKey(DataKeyRecord),
+    SigningKey(crate::integrity::signing::RegisteredKey),
+    PrunedChain(crate::integrity::retention::PrunedChain),
+}
+
+/// One data key as `data_keys` holds it: wrapped by a master key, or destroyed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataKeyRecord {
+    pub id: Uuid,
+    pub version: i32,
+    pub master_key_id: String,
+    /// Standard base64; `None` once destroyed.
+    pub wrapped_key: Option<String>,
+    pub wrap_nonce: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub rewrapped_at: Option<DateTime<Utc>>,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DataKeyRow {
+    id: String,
+    version: i32,
+    master_key_id: String,
+    wrapped_key: Option<Vec<u8>>,
+    wrap_nonce: Option<Vec<u8>>,
+    created_at: DateTime<Utc>,
+    rewrapped_at: Option<DateTime<Utc>>,
+    destroyed_at: Option<DateTime<Utc>>,
+}
+
+impl DataKeyRow {
+    fn into_record(self) -> Result<DataKeyRecord, BackupError> {
+        use base64::Engine as _;
+        let base64 =
+            |bytes: Option<Vec<u8>>| bytes.map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+        Ok(DataKeyRecord {
+            id: Uuid::parse_str(&self.id)
+                .map_err(|e| BackupError::Database(sqlx::Error::Decode(Box::new(e))))?,
+            version: self.version,
+            master_key_id: self.master_key_id,
+            wrapped_key: base64(self.wrapped_key),
+            wrap_nonce: base64(self.wrap_nonce),
+            created_at: self.created_at,
+            rewrapped_at: self.rewrapped_at,
+            destroyed_at: self.destroyed_at,
+        })
+    }
 }
 
 /// Which events to export: `recorded_at` in `[since, until)`. A filtered export is for reading;
@@ -198,6 +258,37 @@ impl EventPages {
     }
 }
 
+impl EventPages {
+    /// The store's records that are not events, read in the same snapshot as the events.
+    pub async fn store_records(&mut self) -> Result<Vec<StoreRecord>, BackupError> {
+        const DATA_KEYS: &str = "SELECT CAST(id AS text) AS id, version, master_key_id, wrapped_key, wrap_nonce, \
+                                 created_at, rewrapped_at, destroyed_at FROM data_keys ORDER BY id, version";
+        const SIGNING_KEYS: &str = "SELECT key_id, public_key, endorses, signature, created_at \
+                                    FROM audit_signing_keys ORDER BY key_id";
+        const PRUNED: &str = "SELECT aggregate_type, aggregate_id, last_sequence, first_position, last_position, \
+                              head_hash, pruned_by FROM audit_pruned_chains ORDER BY pruned_by, aggregate_id";
+        macro_rules! read {
+            ($tx:expr) => {{
+                let data_keys: Vec<DataKeyRow> = sqlx::query_as(DATA_KEYS).fetch_all(&mut **$tx).await?;
+                let signing = sqlx::query_as(SIGNING_KEYS).fetch_all(&mut **$tx).await?;
+                let pruned = sqlx::query_as(PRUNED).fetch_all(&mut **$tx).await?;
+                (data_keys, signing, pruned)
+            }};
+        }
+        let (data_keys, signing, pruned): (Vec<DataKeyRow>, Vec<_>, Vec<_>) = match &mut self.tx {
+            ReadTx::Postgres(tx) => read!(tx),
+            ReadTx::Sqlite(tx) => read!(tx),
+        };
+        let mut records = Vec::new();
+        for row in data_keys {
+            records.push(StoreRecord::DataKey(row.into_record()?));
+        }
+        records.extend(signing.into_iter().map(StoreRecord::SigningKey));
+        records.extend(pruned.into_iter().map(StoreRecord::PrunedChain));
+        Ok(records)
+    }
+}
+
 /// The file formats of an export. NDJSON is the restore format; CSV and JSON are for reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
@@ -228,6 +319,9 @@ pub struct ExportSummary {
     pub pages: u64,
     /// The position of the last event written (0 if none).
     pub last_position: i64,
+    /// The records that are not events (data keys, signing keys, pruned heads): a whole NDJSON
+    /// export only.
+    pub store_records: u64,
 }
 
 /// Writes the events matching `filter` to `out` in `format`, one page at a time: memory holds
@@ -265,6 +359,15 @@ pub async fn export(
             }
             summary.events += 1;
             summary.last_position = event.position;
+        }
+        out.write_all(&buffer).map_err(write)?;
+    }
+    if format == ExportFormat::Ndjson && filter == ExportFilter::default() {
+        let mut buffer = Vec::new();
+        for record in pages.store_records().await? {
+            serde_json::to_writer(&mut buffer, &record).map_err(|e| write(e.into()))?;
+            buffer.push(b'\n');
+            summary.store_records += 1;
         }
         out.write_all(&buffer).map_err(write)?;
     }
@@ -307,6 +410,8 @@ pub struct ImportSummary {
     /// does): events written before the chain existed, which the restored store then treats as
     /// its own history from before the chain.
     pub unchained_up_to: i64,
+    /// Data keys, signing keys and pruned heads restored.
+    pub store_records: u64,
 }
 
 /// Whether an event's metadata carries its hash-chain link.
@@ -352,9 +457,22 @@ pub async fn import(db: &Database, backup: impl BufRead) -> Result<ImportSummary
 
     let mut summary = ImportSummary::default();
     let mut batch = Vec::with_capacity(INSERT_ROWS);
-    let records = serde_json::Deserializer::from_reader(backup).into_iter::<ExportedEvent>();
-    for (index, record) in records.enumerate() {
-        let event = record.map_err(|e| BackupError::BadRecord { line: e.line(), reason: e.to_string() })?;
+    #[derive(Deserialize)]
+    struct Tag {
+        record: Option<serde::de::IgnoredAny>,
+    }
+    let lines = serde_json::Deserializer::from_reader(backup).into_iter::<Box<RawValue>>();
+    for (index, line) in lines.enumerate() {
+        let bad =
+            |line: usize| move |e: serde_json::Error| BackupError::BadRecord { line, reason: e.to_string() };
+        let raw = line.map_err(|e| BackupError::BadRecord { line: e.line(), reason: e.to_string() })?;
+        if serde_json::from_str::<Tag>(raw.get()).map_err(bad(index + 1))?.record.is_some() {
+            let record: StoreRecord = serde_json::from_str(raw.get()).map_err(bad(index + 1))?;
+            insert_record(&mut tx, record).await?;
+            summary.store_records += 1;
+            continue;
+        }
+        let event: ExportedEvent = serde_json::from_str(raw.get()).map_err(bad(index + 1))?;
         if event.position <= summary.last_position {
             return Err(BackupError::OutOfOrder {
                 record: index + 1,
@@ -480,6 +598,70 @@ async fn insert(tx: &mut WriteTx, events: &[ExportedEvent]) -> Result<(), Backup
             }
             query.execute(&mut **tx).await?;
         }
+    }
+    Ok(())
+}
+
+async fn insert_record(tx: &mut WriteTx, record: StoreRecord) -> Result<(), BackupError> {
+    use base64::Engine as _;
+    let unbase64 = |text: Option<String>| -> Result<Option<Vec<u8>>, BackupError> {
+        text.map(|t| base64::engine::general_purpose::STANDARD.decode(t))
+            .transpose()
+            .map_err(|e| BackupError::BadRecord { line: 0, reason: format!("a data key is not base64: {e}") })
+    };
+    macro_rules! run {
+        ($tx:expr, $id:expr) => {{
+            match record {
+                StoreRecord::DataKey(key) => {
+                    sqlx::query(
+                        "INSERT INTO data_keys (id, version, master_key_id, wrapped_key, wrap_nonce, created_at, \
+                         rewrapped_at, destroyed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind($id(key.id))
+                    .bind(key.version)
+                    .bind(&key.master_key_id)
+                    .bind(unbase64(key.wrapped_key)?)
+                    .bind(unbase64(key.wrap_nonce)?)
+                    .bind(key.created_at)
+                    .bind(key.rewrapped_at)
+                    .bind(key.destroyed_at)
+                    .execute(&mut **$tx)
+                    .await?;
+                }
+                StoreRecord::SigningKey(key) => {
+                    sqlx::query(
+                        "INSERT INTO audit_signing_keys (key_id, public_key, endorses, signature, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_id) DO NOTHING",
+                    )
+                    .bind(&key.key_id)
+                    .bind(&key.public_key)
+                    .bind(&key.endorses)
+                    .bind(&key.signature)
+                    .bind(&key.created_at)
+                    .execute(&mut **$tx)
+                    .await?;
+                }
+                StoreRecord::PrunedChain(p) => {
+                    sqlx::query(
+                        "INSERT INTO audit_pruned_chains (aggregate_type, aggregate_id, last_sequence, \
+                         first_position, last_position, head_hash, pruned_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&p.aggregate_type)
+                    .bind(&p.aggregate_id)
+                    .bind(p.last_sequence)
+                    .bind(p.first_position)
+                    .bind(p.last_position)
+                    .bind(&p.head_hash)
+                    .bind(&p.pruned_by)
+                    .execute(&mut **$tx)
+                    .await?;
+                }
+            }
+        }};
+    }
+    match tx {
+        WriteTx::Postgres(tx) => run!(tx, |id: Uuid| id),
+        WriteTx::Sqlite(tx) => run!(tx, |id: Uuid| id.hyphenated().to_string()),
     }
     Ok(())
 }

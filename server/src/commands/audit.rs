@@ -26,6 +26,9 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let result = match command {
         AuditCommand::Verify(args) => verify(&integrity, args.json).await,
         AuditCommand::Checkpoint => checkpoint(&integrity).await,
+        AuditCommand::Retention(args) => {
+            retention(&integrity, args.days.or(config.usage_retention_days)).await
+        }
         AuditCommand::PublicKey | AuditCommand::Export(_) | AuditCommand::Import(_) => {
             unreachable!("answered above")
         }
@@ -53,6 +56,31 @@ async fn checkpoint(integrity: &Integrity) -> anyhow::Result<()> {
         "checkpoint {} signed: {} event(s) in {} chain(s) up to position {} (key {})",
         checkpoint.number, checkpoint.events, checkpoint.chains, checkpoint.position, checkpoint.key_id
     );
+    Ok(())
+}
+
+async fn retention(integrity: &Integrity, days: Option<u32>) -> anyhow::Result<()> {
+    let Some(days) = days else {
+        bail!("no retention period: pass --days N or set KEYGUARD_USAGE_RETENTION_DAYS");
+    };
+    let runs = integrity.apply_retention(days, chrono::Utc::now()).await?;
+    let (batches, events, requests) =
+        runs.iter().fold((0, 0, 0), |(b, e, r), run| (b + run.batches, e + run.events, r + run.requests));
+    println!(
+        "retention of {days} day(s): removed {events} usage event(s) ({requests} request record(s)) in {batches} \
+         batch(es), over {} run(s)",
+        runs.iter().filter(|r| r.batches > 0).count()
+    );
+    let kept: Vec<_> = runs.iter().flat_map(|r| &r.kept).collect();
+    for problem in &kept {
+        println!("kept (does not verify): {}", problem.detail);
+    }
+    if !kept.is_empty() {
+        bail!(
+            "{} usage batch(es) do not verify and were kept as evidence; run `keyguard audit verify`",
+            kept.len()
+        );
+    }
     Ok(())
 }
 

@@ -20,7 +20,10 @@ pub async fn run(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
     let result = match command {
         AuditCommand::Export(args) => export(&db, args).await,
         AuditCommand::Import(args) => import(&db, &args.file).await,
-        AuditCommand::Verify(_) | AuditCommand::Checkpoint | AuditCommand::PublicKey => {
+        AuditCommand::Verify(_)
+        | AuditCommand::Checkpoint
+        | AuditCommand::PublicKey
+        | AuditCommand::Retention(_) => {
             unreachable!("the integrity commands are in `audit`")
         }
     };
@@ -68,10 +71,14 @@ async fn export(db: &Database, args: ExportArgs) -> anyhow::Result<()> {
         }
     };
     println!(
-        "{} event(s) exported to {}, up to position {}",
+        "{} event(s) exported to {}, up to position {}{}",
         summary.events,
         path.display(),
-        summary.last_position
+        summary.last_position,
+        match summary.store_records {
+            0 => String::new(),
+            n => format!(", with {n} data key, signing key and retention record(s)"),
+        }
     );
     Ok(())
 }
@@ -90,7 +97,10 @@ async fn import(db: &Database, file: &Path) -> anyhow::Result<()> {
         backup::import(db, BufReader::new(reader)).await
     }
     .with_context(|| format!("nothing was restored from {}", file.display()))?;
-    println!("{} event(s) restored, up to position {}", summary.events, summary.last_position);
+    println!(
+        "{} event(s) and {} other record(s) restored, up to position {}",
+        summary.events, summary.store_records, summary.last_position
+    );
     std::io::stdout().flush()?;
     let projections = Projections::new(db.clone(), ProjectionsConfig::default());
     let reached = projections

@@ -14,9 +14,20 @@ pub async fn run(config: &Config, command: MasterKeyCommand) -> anyhow::Result<(
             let platform = open_platform(config).await?;
             let current = platform.envelope.master_keys().current().id();
             let result = platform.envelope.rewrap_all().await;
+            // The new key endorses the previous ones while they are still configured, so what they
+            // signed stays verifiable after they are dropped; the checkpoint starts its signatures.
+            let registered = platform.integrity.register_key().await;
+            let checkpoint = platform.integrity.checkpoint().await;
             platform.db.close().await;
             let report = result.context("cannot re-wrap the data keys")?;
             print!("{}", describe(&report, &current.to_string()));
+            registered.context("cannot register the new audit signing key")?;
+            match checkpoint {
+                Ok(c) => {
+                    println!("audit checkpoint {} signed with the key of master key {}", c.number, c.key_id)
+                }
+                Err(err) => println!("no audit checkpoint signed: {err}"),
+            }
             if !report.failed.is_empty() {
                 bail!(
                     "{} data key(s) could not be re-wrapped; keep the previous master keys configured \

@@ -1,115 +1,26 @@
 //! Signed checkpoints: the heads of every chain (aggregate → last sequence, position and hash)
 //! at one position of the store, with the count of events and chains, signed with Ed25519.
 //!
-//! The signing key is derived from the master key (HKDF-SHA256, its own label), so it needs no
-//! storage of its own and never leaves the server; its public half is what auditors keep. Each
-//! checkpoint names the master key its signature derives from, so checkpoints signed before a
-//! master-key rotation still verify while the previous key is configured; after that, record a
-//! fresh checkpoint. Each checkpoint also signs the digest of the one before it, so the sequence
-//! of checkpoints cannot be rewritten either.
+//! The signing key is derived from the master key (see `signing`). Each checkpoint names the
+//! master key its signature derives from; checkpoints signed before a master-key rotation still
+//! verify after the previous key is dropped, through the registry of signing keys. Each
+//! checkpoint also signs the digest of the one before it, so the sequence of checkpoints cannot be
+//! rewritten either.
 //!
 //! A checkpoint is only recorded over a history that verifies, against its chains and the previous
 //! checkpoint: signing a tampered store would bless the tampering.
 
-use std::collections::HashMap;
-
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use chrono::{SecondsFormat, Utc};
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
-use hkdf::Hkdf;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
-use zeroize::Zeroizing;
 
 use super::canonical::ChainHash;
 use super::scan::{Head, Problem, Scanner};
-use crate::secrets::{MasterKey, MasterKeys};
+use super::signing::CheckpointKeys;
 use crate::store::Database;
 
-const HKDF_INFO: &[u8] = b"keyguard audit checkpoint signing v1";
 const STATEMENT_DOMAIN: &[u8] = b"keyguard-checkpoint-v1";
 const HEADS_DOMAIN: &[u8] = b"keyguard-checkpoint-heads-v1";
-/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32 key bytes.
-const ED25519_SPKI_PREFIX: [u8; 12] =
-    [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
-
-/// The checkpoint signing keys: the current one and the verifying keys of every configured master
-/// key, by master key id.
-pub struct CheckpointKeys {
-    key_id: String,
-    signing: SigningKey,
-    verifying: HashMap<String, VerifyingKey>,
-}
-
-impl std::fmt::Debug for CheckpointKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CheckpointKeys({}, <redacted>)", self.key_id)
-    }
-}
-
-fn derive(master: &MasterKey) -> SigningKey {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    Hkdf::<Sha256>::new(None, master.bytes())
-        .expand(HKDF_INFO, seed.as_mut_slice())
-        .expect("32 bytes is a valid HKDF-SHA256 output length");
-    SigningKey::from_bytes(&seed)
-}
-
-impl CheckpointKeys {
-    pub fn new(master_keys: &MasterKeys) -> Self {
-        let current = master_keys.current();
-        let verifying = std::iter::once(current)
-            .chain(master_keys.previous())
-            .map(|key| (key.id().to_string(), derive(key).verifying_key()))
-            .collect();
-        Self { key_id: current.id().to_string(), signing: derive(current), verifying }
-    }
-
-    /// The current public key, for auditors.
-    pub fn public_key(&self) -> PublicKey {
-        PublicKey::new(&self.key_id, &self.signing.verifying_key())
-    }
-
-    fn verify(&self, key_id: &str, statement: &[u8], signature_hex: &str) -> Result<(), String> {
-        let key = self
-            .verifying
-            .get(key_id)
-            .ok_or_else(|| format!("signed with the key of master key {key_id}, which is not configured"))?;
-        let mut bytes = [0u8; 64];
-        hex::decode_to_slice(signature_hex, &mut bytes)
-            .map_err(|_| "the signature is malformed".to_owned())?;
-        key.verify_strict(statement, &Signature::from_bytes(&bytes))
-            .map_err(|_| "the signature does not verify: the checkpoint was altered".to_owned())
-    }
-}
-
-/// A checkpoint verifying key as auditors receive it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PublicKey {
-    /// Always `Ed25519`.
-    pub algorithm: &'static str,
-    /// The id of the master key the signing key derives from (checkpoints name it).
-    pub key_id: String,
-    /// The 32 raw key bytes, standard base64.
-    pub public_key: String,
-    /// The same key as a PEM SubjectPublicKeyInfo (`openssl pkey -pubin` reads it).
-    pub pem: String,
-}
-
-impl PublicKey {
-    fn new(key_id: &str, key: &VerifyingKey) -> Self {
-        let mut der = ED25519_SPKI_PREFIX.to_vec();
-        der.extend_from_slice(key.as_bytes());
-        Self {
-            algorithm: "Ed25519",
-            key_id: key_id.to_owned(),
-            public_key: STANDARD.encode(key.as_bytes()),
-            pem: format!("-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n", STANDARD.encode(der)),
-        }
-    }
-}
 
 /// A recorded checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -209,6 +120,16 @@ pub(super) async fn legacy_position(db: &Database) -> Result<i64, sqlx::Error> {
     Ok(position)
 }
 
+/// How many events the retention policy removed at or below `position`.
+async fn pruned_events(db: &Database, position: i64) -> Result<i64, sqlx::Error> {
+    crate::read_models::sql::fetch_i64(
+        db,
+        "SELECT CAST(COALESCE(SUM(last_sequence), 0) AS bigint) FROM audit_pruned_chains WHERE last_position <= $1",
+        crate::read_models::sql::args![position],
+    )
+    .await
+}
+
 /// The most recent checkpoint, if any.
 pub async fn latest(db: &Database) -> Result<Option<Checkpoint>, sqlx::Error> {
     const SQL: &str = "SELECT number, created_at, position, events, chains, legacy_position, heads_digest, \
@@ -222,6 +143,7 @@ pub async fn record(db: &Database, keys: &CheckpointKeys, page: i64) -> Result<C
         on_pool!(db, pool => sqlx::query_as("SELECT MAX(global_seq) FROM events").fetch_one(pool).await?);
     let position = position.unwrap_or(0);
     let legacy_position = legacy_position(db).await?;
+    keys.register(db).await?;
     let previous = latest(db).await?;
     let number = previous.as_ref().map_or(1, |p| p.number + 1);
     // The previous checkpoint must still hold: a chain shortened since then is consistent in
@@ -264,15 +186,16 @@ pub async fn record(db: &Database, keys: &CheckpointKeys, page: i64) -> Result<C
         number,
         created_at: Utc::now().to_rfc3339_opts(SecondsFormat::AutoSi, true),
         position,
-        events: scanner.tally.events as i64,
+        // The events of usage batches removed by retention are covered through their heads.
+        events: scanner.tally.events as i64 + pruned_events(db, position).await?,
         chains: ordinal,
         legacy_position,
         heads_digest: digest.finish(),
         previous: previous.as_ref().map_or_else(|| ChainHash::GENESIS.to_hex(), Checkpoint::digest),
-        key_id: keys.key_id.clone(),
+        key_id: keys.key_id().to_owned(),
         signature: String::new(),
     };
-    checkpoint.signature = hex::encode(keys.signing.sign(&checkpoint.statement()).to_bytes());
+    checkpoint.signature = keys.sign(&checkpoint.statement());
     const INSERT: &str = "INSERT INTO audit_checkpoints (number, created_at, position, events, chains, \
                           legacy_position, heads_digest, previous, key_id, signature) \
                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
@@ -357,6 +280,9 @@ struct HeadRow {
     metadata: Option<String>,
     /// The aggregate's highest sequence now, if it has any event left.
     last_sequence: Option<i64>,
+    /// The head the retention policy kept of it, if it removed the aggregate.
+    pruned_sequence: Option<i64>,
+    pruned_hash: Option<String>,
 }
 
 /// How the latest checkpoint compares with the store.
@@ -387,7 +313,8 @@ pub(super) async fn compare(
         position: None,
         detail: format!("checkpoint {}: {detail}", checkpoint.number),
     };
-    let signature = keys.verify(&checkpoint.key_id, &checkpoint.statement(), &checkpoint.signature);
+    let signature =
+        keys.trusted(db).await?.verify(&checkpoint.key_id, &checkpoint.statement(), &checkpoint.signature);
     if let Err(detail) = &signature {
         report(checkpoint_problem(detail.clone()));
     }
@@ -406,9 +333,12 @@ pub(super) async fn compare(
         "SELECT h.ordinal, h.aggregate_type, h.aggregate_id, h.sequence, h.position, h.hash, \
          {metadata_column} AS metadata, \
          (SELECT MAX(m.sequence) FROM events m WHERE m.aggregate_type = h.aggregate_type \
-          AND m.aggregate_id = h.aggregate_id) AS last_sequence \
+          AND m.aggregate_id = h.aggregate_id) AS last_sequence, \
+         p.last_sequence AS pruned_sequence, p.head_hash AS pruned_hash \
          FROM audit_checkpoint_heads h LEFT JOIN events e ON e.aggregate_type = h.aggregate_type \
          AND e.aggregate_id = h.aggregate_id AND e.sequence = h.sequence \
+         LEFT JOIN audit_pruned_chains p ON p.aggregate_type = h.aggregate_type \
+         AND p.aggregate_id = h.aggregate_id \
          WHERE h.checkpoint = $1 AND h.ordinal > $2 ORDER BY h.ordinal LIMIT $3"
     );
     let mut digest = HeadsDigest::new();
@@ -435,6 +365,13 @@ pub(super) async fn compare(
                 detail,
             };
             let Some(metadata) = &row.metadata else {
+                if row.last_sequence.is_none()
+                    && row.pruned_sequence == Some(row.sequence)
+                    && row.pruned_hash.as_deref() == Some(row.hash.as_str())
+                {
+                    // Removed whole by the retention policy, which kept the head it signed.
+                    continue;
+                }
                 let detail = match row.last_sequence {
                     Some(last) => format!(
                         "the checkpoint signed this aggregate up to sequence {}, the store now ends at {last}",
@@ -469,10 +406,13 @@ pub(super) async fn compare(
         report(checkpoint_problem("its list of chain heads was altered in the store".to_owned()));
     }
 
-    const COUNT: &str = "SELECT COUNT(*), (SELECT COUNT(*) FROM events WHERE global_seq > $1) \
-                         FROM events WHERE global_seq <= $1";
-    let (covered, events_after): (i64, i64) =
+    // Events the retention policy removed since count as covered: their heads were checked above.
+    const COUNT: &str = "SELECT COUNT(*), (SELECT COUNT(*) FROM events WHERE global_seq > $1), \
+                         (SELECT CAST(COALESCE(SUM(last_sequence), 0) AS bigint) FROM audit_pruned_chains \
+                          WHERE last_position <= $1) FROM events WHERE global_seq <= $1";
+    let (present, events_after, pruned): (i64, i64, i64) =
         on_pool!(db, pool => sqlx::query_as(COUNT).bind(checkpoint.position).fetch_one(pool).await?);
+    let covered = present + pruned;
     if covered > checkpoint.events {
         report(Problem {
             kind: super::scan::ProblemKind::Inserted,

@@ -19,16 +19,19 @@
 pub mod canonical;
 pub mod chain;
 pub mod checkpoint;
+pub mod retention;
 mod rows;
 pub mod scan;
+pub mod signing;
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 pub use canonical::ChainHash;
-pub use checkpoint::{Checkpoint, CheckpointError, CheckpointKeys, CheckpointStatus, PublicKey};
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointStatus};
 pub use scan::{Problem, ProblemKind};
+pub use signing::{CheckpointKeys, PublicKey};
 
 use crate::secrets::MasterKeys;
 use crate::store::Database;
@@ -84,6 +87,37 @@ impl Integrity {
         self.keys.public_key()
     }
 
+    /// Registers the current signing key (endorsing the older keys the configured ones trust),
+    /// so that what they signed stays verifiable once they are dropped from the configuration.
+    pub async fn register_key(&self) -> Result<(), sqlx::Error> {
+        self.keys.register(&self.db).await
+    }
+
+    /// Applies the retention policy for usage events: removes every usage batch stored before
+    /// `now - days`, in runs of at most [`retention::BATCHES_PER_RUN`] batches, each recorded by
+    /// a signed `UsageRetentionApplied` event. Returns the runs that removed something (and
+    /// those that kept batches which do not verify).
+    pub async fn apply_retention(
+        &self,
+        days: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<retention::RetentionRun>, retention::RetentionError> {
+        let legacy_position = checkpoint::legacy_position(&self.db).await?;
+        let mut runs = Vec::new();
+        let mut after = 0;
+        loop {
+            let (run, next) =
+                retention::run_once(&self.db, &self.keys, days, now, legacy_position, after).await?;
+            if run.batches > 0 || !run.kept.is_empty() {
+                runs.push(run);
+            }
+            match next {
+                Some(next) => after = next,
+                None => return Ok(runs),
+            }
+        }
+    }
+
     /// Verifies the history up to the current head and records a signed checkpoint of it.
     pub async fn checkpoint(&self) -> Result<Checkpoint, CheckpointError> {
         checkpoint::record(&self.db, &self.keys, self.page).await
@@ -95,6 +129,8 @@ impl Integrity {
         let mut scanner = scan::Scanner::new(&self.db, None, self.page, legacy_position);
         while scanner.step().await?.is_some() {}
         let mut tally = scanner.tally;
+        let trusted = self.keys.trusted(&self.db).await?;
+        retention::verify(&self.db, &trusted, &mut |p| tally.report(p)).await?;
         let checkpoint = match checkpoint::latest(&self.db).await? {
             None => None,
             Some(latest) => Some(

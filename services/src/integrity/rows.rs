@@ -4,7 +4,16 @@ use serde_json::Value;
 
 use super::canonical::EventContent;
 use super::chain::LinkError;
+use crate::read_models::sql::{self, args};
 use crate::store::Database;
+
+/// The columns as text on either backend (PostgreSQL's JSON columns need the cast).
+fn columns(db: &Database) -> &'static str {
+    match db {
+        Database::Postgres(_) => PG_COLUMNS,
+        Database::Sqlite(_) => COLUMNS,
+    }
+}
 
 const COLUMNS: &str =
     "aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, global_seq";
@@ -62,25 +71,11 @@ impl EventRow {
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Option<Self>, sqlx::Error> {
-        const WHERE: &str = "FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3";
-        match db {
-            Database::Postgres(pool) => {
-                sqlx::query_as(&format!("SELECT {PG_COLUMNS} {WHERE}"))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(sequence)
-                    .fetch_optional(pool)
-                    .await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as(&format!("SELECT {COLUMNS} {WHERE}"))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(sequence)
-                    .fetch_optional(pool)
-                    .await
-            }
-        }
+        let columns = columns(db);
+        let sql = format!(
+            "SELECT {columns} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+        );
+        sql::fetch_optional(db, &sql, args![aggregate_type, aggregate_id, sequence]).await
     }
 
     /// The aggregate's events below `sequence`, in order.
@@ -90,26 +85,19 @@ impl EventRow {
         aggregate_id: &str,
         sequence: i64,
     ) -> Result<Vec<Self>, sqlx::Error> {
-        const WHERE: &str = "FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence < $3 \
-                             ORDER BY sequence";
-        match db {
-            Database::Postgres(pool) => {
-                sqlx::query_as(&format!("SELECT {PG_COLUMNS} {WHERE}"))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(sequence)
-                    .fetch_all(pool)
-                    .await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as(&format!("SELECT {COLUMNS} {WHERE}"))
-                    .bind(aggregate_type)
-                    .bind(aggregate_id)
-                    .bind(sequence)
-                    .fetch_all(pool)
-                    .await
-            }
-        }
+        let columns = columns(db);
+        let sql = format!(
+            "SELECT {columns} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence < $3 \
+             ORDER BY sequence"
+        );
+        sql::fetch_all(db, &sql, args![aggregate_type, aggregate_id, sequence]).await
+    }
+
+    /// Every event of one aggregate type, in store order (for the few, small ones).
+    pub async fn read_all_of_type(db: &Database, aggregate_type: &str) -> Result<Vec<Self>, sqlx::Error> {
+        let columns = columns(db);
+        let sql = format!("SELECT {columns} FROM events WHERE aggregate_type = $1 ORDER BY global_seq");
+        sql::fetch_all(db, &sql, args![aggregate_type]).await
     }
 
     /// Up to `limit` events after `after` (aggregate type, id, sequence) in that order, at or
@@ -128,31 +116,11 @@ impl EventRow {
             "$1 = $1 AND $2 = $2 AND $3 = $3"
         };
         let bound = if up_to.is_some() { "global_seq <= $4" } else { "$4 = $4" };
-        let tail = format!(
-            "FROM events WHERE {keyset} AND {bound} ORDER BY aggregate_type, aggregate_id, sequence LIMIT $5"
+        let columns = columns(db);
+        let sql = format!(
+            "SELECT {columns} FROM events WHERE {keyset} AND {bound} \
+             ORDER BY aggregate_type, aggregate_id, sequence LIMIT $5"
         );
-        let up_to = up_to.unwrap_or(0);
-        match db {
-            Database::Postgres(pool) => {
-                sqlx::query_as(&format!("SELECT {PG_COLUMNS} {tail}"))
-                    .bind(after_type)
-                    .bind(after_id)
-                    .bind(after_seq)
-                    .bind(up_to)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-            }
-            Database::Sqlite(pool) => {
-                sqlx::query_as(&format!("SELECT {COLUMNS} {tail}"))
-                    .bind(after_type)
-                    .bind(after_id)
-                    .bind(after_seq)
-                    .bind(up_to)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await
-            }
-        }
+        sql::fetch_all(db, &sql, args![after_type, after_id, after_seq, up_to.unwrap_or(0), limit]).await
     }
 }

@@ -183,6 +183,21 @@ impl<'a> Scanner<'a> {
         Ok(Some(std::mem::take(&mut self.finished)))
     }
 
+    /// Checks one aggregate's events, read by the caller in sequence order: where its chain
+    /// ends, or the first problem. `None` for no events.
+    pub(crate) fn check_aggregate(&mut self, rows: Vec<EventRow>) -> Option<Result<Head, Problem>> {
+        let mut rows = rows.into_iter().peekable();
+        while let Some(row) = rows.next() {
+            let next = rows.peek().and_then(|r| r.global_seq);
+            self.check(row, next);
+        }
+        let chain = self.chain.take()?;
+        Some(match self.tally.first_problem.take() {
+            Some(problem) => Err(problem),
+            None => Ok(head(chain)),
+        })
+    }
+
     /// Checks one event; `next_position` is the position of the next event of the same chain.
     fn check(&mut self, row: EventRow, next_position: Option<i64>) {
         let is_new = self

@@ -119,6 +119,12 @@ fn summary(event: &StoredEvent) -> String {
             "{} usage records lost before this point",
             event.payload.get("count").and_then(Value::as_u64).unwrap_or_default()
         ),
+        "UsageRetentionApplied" => format!(
+            "Retention policy removed {} usage records ({} batches) stored before {}",
+            event.payload.get("events").and_then(Value::as_u64).unwrap_or_default(),
+            event.payload.get("batches").and_then(Value::as_u64).unwrap_or_default(),
+            text("cutoff")
+        ),
         other => other.to_owned(),
     }
 }

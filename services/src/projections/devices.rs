@@ -38,6 +38,18 @@ impl Usage {
         if event.aggregate_type != USAGE_BATCH_TYPE || event.event_type != REQUEST_COMPLETED {
             return None;
         }
+        Self::decode(projection, event)
+    }
+
+    /// The usage record of an event removed by the retention policy, read from its parts.
+    pub(super) fn from_payload(event_type: &str, payload: &serde_json::Value) -> Option<Self> {
+        if event_type != REQUEST_COMPLETED {
+            return None;
+        }
+        serde_json::from_value(payload.clone()).ok()
+    }
+
+    fn decode(projection: &'static str, event: &StoredEvent) -> Option<Self> {
         match decode::<Usage>(projection, event) {
             Ok(usage) => Some(usage),
             Err(e) => {

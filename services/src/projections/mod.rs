@@ -11,6 +11,7 @@ mod api_keys;
 mod audit_log;
 mod devices;
 mod policies;
+pub(crate) mod retained;
 mod traffic;
 mod users;
 
@@ -78,6 +79,9 @@ impl Projection {
     }
 
     async fn apply(self, tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
+        if retained::apply(self, tx, event).await? {
+            return Ok(());
+        }
         match self {
             Projection::Devices => devices::apply(tx, event).await,
             Projection::ApiKeys => api_keys::apply_keys(tx, event).await,

@@ -194,35 +194,9 @@ impl Database {
         events: &[BatchEvent],
         metadata_json: &str,
     ) -> Result<(), sqlx::Error> {
-        const INSERT: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                              event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)";
-        // PostgreSQL's columns are `json`: the text parameters need the cast there.
-        const INSERT_PG: &str = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                                 event_version, payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)";
-        let linked = link_batch(aggregate_type, aggregate_id, events, metadata_json)
-            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        macro_rules! insert_all {
-            ($pool:expr, $sql:expr) => {{
-                let mut tx = $pool.begin().await?;
-                for ((sequence, event), metadata) in (1i64..).zip(events).zip(&linked) {
-                    sqlx::query($sql)
-                        .bind(aggregate_type)
-                        .bind(aggregate_id)
-                        .bind(sequence)
-                        .bind(&event.event_type)
-                        .bind(&event.event_version)
-                        .bind(&event.payload_json)
-                        .bind(metadata)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await
-            }};
-        }
-        match self {
-            Self::Postgres(pool) => insert_all!(pool, INSERT_PG),
-            Self::Sqlite(pool) => insert_all!(pool, INSERT),
-        }
+        let mut tx = crate::read_models::sql::Tx::begin(self).await?;
+        tx.append_batch(aggregate_type, aggregate_id, events, metadata_json).await?;
+        tx.commit().await
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
@@ -231,6 +205,50 @@ impl Database {
             Self::Postgres(pool) => pool.close().await,
             Self::Sqlite(pool) => pool.close().await,
         }
+    }
+}
+
+impl crate::read_models::sql::Tx {
+    /// Appends `events` as a new aggregate (sequences from 1, linked from genesis) within this
+    /// transaction. Same columns as cqrs-es writes; the store fills `global_seq`, `event_id`,
+    /// `tx_id` and `recorded_at`.
+    pub(crate) async fn append_batch(
+        &mut self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        events: &[BatchEvent],
+        metadata_json: &str,
+    ) -> Result<(), sqlx::Error> {
+        use crate::read_models::sql::args;
+        // PostgreSQL's columns are `json`: the text parameters need the cast there.
+        let sql = match self {
+            Self::Postgres(_) => {
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                 payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)"
+            }
+            Self::Sqlite(_) => {
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                 payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            }
+        };
+        let linked = link_batch(aggregate_type, aggregate_id, events, metadata_json)
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        for ((sequence, event), metadata) in (1i64..).zip(events).zip(linked) {
+            self.execute(
+                sql,
+                args![
+                    aggregate_type,
+                    aggregate_id,
+                    sequence,
+                    event.event_type.as_str(),
+                    event.event_version.as_str(),
+                    event.payload_json.as_str(),
+                    metadata,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 
