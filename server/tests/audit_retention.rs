@@ -348,6 +348,48 @@ async fn a_restored_backup_opens_secrets_and_verifies_after_retention(backend: B
     assert_eq!(report.checkpoint, None, "checkpoints are the source's, not restored");
 }
 
+/// `keyguard audit retention`: needs a period, applies it, and reports what it removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_command_applies_the_period_given() {
+    let t = TestDb::new(Backend::Sqlite).await;
+    let s = scenario(&t.db).await;
+    let old = usage_batch(&t.db, &s, 2, Utc::now() - Duration::days(40)).await;
+    age(&t.db, &old, 40).await;
+    projections(&t.db).catch_up().await.unwrap();
+    let services::store::DatabaseConfig::Sqlite { path } = &t.config else { unreachable!() };
+    let keyguard = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_keyguard"))
+            .env_clear()
+            .env("KEYGUARD_DATA_DIR", path.parent().unwrap())
+            .envs(env.iter().copied())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+
+    let none = keyguard(&["audit", "retention"], &[]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(text(&none.stderr).contains("pass --days N or set KEYGUARD_USAGE_RETENTION_DAYS"));
+    let zero = keyguard(&["audit", "retention", "--days", "0"], &[]);
+    assert!(!zero.status.success());
+    assert!(text(&zero.stderr).contains("--days"), "{}", text(&zero.stderr));
+    assert_eq!(events_of(&t.db, &old).await, 2, "nothing was removed by the refused runs");
+
+    let applied = keyguard(&["audit", "retention"], &[("KEYGUARD_USAGE_RETENTION_DAYS", "30")]);
+    let stdout = text(&applied.stdout);
+    assert!(applied.status.success(), "{stdout}{}", text(&applied.stderr));
+    assert!(
+        stdout.contains(
+            "retention of 30 day(s): removed 2 usage event(s) (2 request record(s)) in 1 batch(es)"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(events_of(&t.db, &old).await, 0);
+    let verified = keyguard(&["audit", "verify"], &[]);
+    assert!(verified.status.success(), "{}", text(&verified.stdout));
+}
+
 on_both_backends!(
     expired_usage_batches_go_and_the_history_still_verifies,
     tampered_batches_are_kept_and_forged_removals_are_reported,
