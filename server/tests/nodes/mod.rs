@@ -136,7 +136,7 @@ impl Drop for PrivateNats {
     }
 }
 
-/// A PostgreSQL 15 cluster of this test's own (initdb in a temporary directory), which the test
+/// A PostgreSQL cluster of this test's own (initdb in a temporary directory), which the test
 /// may stop and start again. PostgreSQL refuses to run as root: as root, it runs as the
 /// `postgres` system user.
 pub struct PrivatePostgres {
@@ -147,7 +147,20 @@ pub struct PrivatePostgres {
     run_as: Option<(u32, u32)>,
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where PostgreSQL's server programs are: `KEYGUARD_TEST_PG_BIN`, or the newest
+/// `/usr/lib/postgresql/<version>/bin` (Debian's layout).
+fn postgres_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("KEYGUARD_TEST_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let versions = std::fs::read_dir("/usr/lib/postgresql").into_iter().flatten().flatten();
+    versions
+        .filter_map(|entry| Some((entry.file_name().to_str()?.parse::<u32>().ok()?, entry.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .max()
+        .map(|(_, bin)| bin)
+        .expect("PostgreSQL's server programs are required (scripts/test.sh installs them), or set KEYGUARD_TEST_PG_BIN")
+}
 
 impl PrivatePostgres {
     pub async fn start() -> Self {
@@ -180,7 +193,7 @@ impl PrivatePostgres {
     }
 
     fn command(&self, program: &str) -> Command {
-        let mut command = Command::new(Path::new(PG_BIN).join(program));
+        let mut command = Command::new(postgres_bin().join(program));
         if let Some((uid, gid)) = self.run_as {
             command.uid(uid).gid(gid);
         }
