@@ -5,7 +5,8 @@
 //!   over `KEYGUARD_CLUSTER_REVOCATIONS` (100) revocations and its p50 / p99 / max printed
 //!   (`cargo test -p server --test cluster -- --nocapture`), never asserted;
 //! - a requests-per-minute limit holds within 10% when requests are spread over the three nodes;
-//! - a node started after the others catches up and serves as they do.
+//! - a node started after the others catches up and serves as they do;
+//! - a relay hears of events committed elsewhere from PostgreSQL's notifications, not its polling.
 //!
 //! PostgreSQL and NATS are private servers of each test: the store's readers wait for the oldest
 //! transaction in flight in the whole PostgreSQL cluster, so another suite's long transaction on
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 use device_support::{DeviceKey, Project, VERIFY, sign};
 use nodes::{Api, Deployment, Node, PrivateNats, PrivatePostgres};
 use reqwest::Method;
+use services::events::EventBus;
+use services::outbox::{OutboxConfig, OutboxRelay};
+use services::store::Database;
 use support::events::eventually;
 use uuid::Uuid;
 
@@ -289,4 +293,28 @@ async fn a_node_started_later_catches_up_and_serves() {
     cluster.until(0, &kept, 401).await;
     cluster.until(1, &kept, 401).await;
     println!("a node started later served correctly {started_in:.1?} after it was launched");
+}
+
+/// With its polling turned off, a relay still hears at once of events committed through another
+/// connection (another node's): every append notifies PostgreSQL's `keyguard_events` channel on
+/// commit, and every relay listens to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_hears_of_another_nodes_commits_without_polling() {
+    let store = support::TestDb::new(support::Backend::Postgres).await;
+    let bus = EventBus::default();
+    let mut received = bus.receiver();
+    let config = OutboxConfig { poll_interval: Duration::from_secs(24 * 3600), ..OutboxConfig::default() };
+    let _relay = OutboxRelay::connect(store.db.clone(), bus.clone(), config).await.unwrap().spawn();
+    let other_node = Database::connect(&store.config, 2).await.unwrap();
+    // Several rounds, so that most commits come after the relay started listening (one before
+    // is found by the pass it makes once listening).
+    for _ in 0..5 {
+        let device = Uuid::new_v4();
+        support::events::enroll(&other_node, device, Uuid::new_v4(), None, "elsewhere").await;
+        tokio::time::timeout(PROPAGATION_DEADLINE, async {
+            while received.recv().await.expect("the bus").aggregate_id != device.to_string() {}
+        })
+        .await
+        .expect("the relay to hand over an event committed elsewhere, with polling off");
+    }
 }
