@@ -414,22 +414,35 @@ async fn strict_mode_stores_the_record_before_the_answer_ends(backend: Backend) 
 }
 
 async fn strict_mode_cuts_off_an_answer_whose_record_cannot_be_stored(backend: Backend) {
-    let replies = [
-        Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() },
-        Reply::Sse { first: OPENAI_FIRST.to_owned(), rest: OPENAI_REST.to_owned(), paused: false },
-    ];
-    for reply in replies {
-        let fake = FakeUpstream::spawn(reply).await;
-        let harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), strict).await;
-        // The store goes away: no record can be written from now on.
-        harness.app.db.close().await;
-        let response =
-            harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.bytes().await;
-        assert!(body.is_err(), "a complete answer without a stored record: {body:?}");
-        assert_eq!(fake.received().len(), 1);
+    // The store goes away while the provider answers: the stream is cut off at its end.
+    let (fake, harness) = paused_stream(backend, Provider::OpenAi, OPENAI_FIRST, OPENAI_REST, strict).await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    read_at_least(&mut body, OPENAI_FIRST.len()).await;
+    harness.app.db.close().await;
+    fake.release();
+    let mut rest = Ok(());
+    while let Some(chunk) = body.next().await {
+        if let Err(e) = chunk {
+            rest = Err(e);
+            break;
+        }
     }
+    assert!(rest.is_err(), "a complete answer without a stored record");
+    assert_eq!(fake.received().len(), 1);
+
+    // The store is already gone: nothing is forwarded at all.
+    let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: OPENAI_ANSWER.to_owned() }).await;
+    let harness = Harness::start_with(backend, upstream(Provider::OpenAi, fake.base_url()), strict).await;
+    harness.app.db.close().await;
+    let response =
+        harness.request(reqwest::Method::POST, "/v1/chat/completions", b"{}").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "audit_unavailable");
+    assert!(fake.received().is_empty(), "a request that cannot be recorded must not be forwarded");
 }
 
 async fn a_client_that_goes_away_cancels_the_upstream_call(backend: Backend) {

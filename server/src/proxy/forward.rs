@@ -163,6 +163,11 @@ impl Forwarder {
         request: ProxyRequest,
     ) -> Response {
         let usage = &platform.usage;
+        // Strict mode promises that no request goes out without its record: with the store
+        // unreachable that promise cannot be kept, so nothing is forwarded.
+        if usage.mode() == AuditMode::Strict && !store_answers(&platform.db).await {
+            return audit_unavailable();
+        }
         let provider = admitted.upstream.provider;
         let record = UsageRecord {
             api_key_id: admitted.api_key_id,
@@ -289,20 +294,29 @@ async fn fail(
     record.latency_ms = received_at.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
     if usage.mode() == AuditMode::Strict {
         if !usage.record(record).await {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(ErrorBody {
-                    error: "audit_unavailable".to_owned(),
-                    message: "the request could not be recorded".to_owned(),
-                    fields: Default::default(),
-                }),
-            )
-                .into_response();
+            return audit_unavailable();
         }
     } else {
         usage.record_now(record);
     }
     failure.into_response()
+}
+
+/// How long the store may take to answer before a strict-mode request is refused.
+const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn store_answers(db: &services::store::Database) -> bool {
+    matches!(tokio::time::timeout(STORE_CHECK_TIMEOUT, db.ping()).await, Ok(Ok(())))
+}
+
+/// Strict mode cannot record the request: 503, and the request is not (or no further) served.
+fn audit_unavailable() -> Response {
+    let body = ErrorBody {
+        error: "audit_unavailable".to_owned(),
+        message: "the request could not be recorded".to_owned(),
+        fields: Default::default(),
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// The client's headers minus KeyGuard's own, credentials, hop-by-hop and forwarding headers.

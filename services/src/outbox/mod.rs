@@ -12,7 +12,15 @@
 //! crash between a commit and its publication delays the event, never loses it; what was
 //! published but not yet checkpointed is published again on restart and JetStream drops the
 //! duplicate (within the stream's duplicate window). On a NATS failure the relay backs off and
-//! starts again from its checkpoint, so nothing is skipped or reordered.
+//! starts again from its checkpoint, so nothing is skipped or reordered. Two nodes that publish
+//! the same events at once are harmless for the same reason, and the checkpoint only moves
+//! forward, whichever of them stores it last.
+//!
+//! On PostgreSQL every append notifies the channel [`EVENTS_CHANNEL`] when it commits (a trigger
+//! of the event table), and every node's relay listens to it: a device revoked through one node
+//! reaches the other nodes' buses, and so their proxy caches, within milliseconds instead of a
+//! polling interval. The store stays the source of truth: a notification lost while the
+//! listening connection was down is made up for by the polling, which never stops.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,12 +30,17 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, Context};
 use chrono::Utc;
+use sqlx::postgres::PgListener;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::events::{EventBus, EventLog, EventLogError, StoredEvent};
 use crate::read_models::sql::{self, args};
 use crate::store::Database;
+
+/// The PostgreSQL channel that announces committed events; the payload is the schema of the
+/// event table, so that stores sharing one database do not wake each other's relays.
+pub const EVENTS_CHANNEL: &str = "keyguard_events";
 
 /// Where the relay publishes besides the in-process bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,11 +278,13 @@ impl OutboxRelay {
             if let Some(nats) = &self.nats {
                 nats.publish(&batch, self.config.ack_window).await?;
             }
-            // Only now is every event of the batch safely in JetStream.
+            // Only now is every event of the batch safely in JetStream. Another node may have
+            // published further meanwhile: never move its checkpoint back.
             sql::execute(
                 &self.db,
                 "INSERT INTO outbox_checkpoints (relay, position, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (relay) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at",
+                 ON CONFLICT (relay) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at \
+                 WHERE outbox_checkpoints.position < excluded.position",
                 args![&self.config.relay_name, last, Utc::now()],
             )
             .await?;
@@ -282,7 +297,13 @@ impl OutboxRelay {
     /// from the checkpoint.
     pub fn spawn(self) -> OutboxTask {
         let (stop, mut stopped) = watch::channel(false);
+        let listener = match &self.db {
+            Database::Postgres(pool) => Some(tokio::spawn(wake_on_commit(pool.clone(), self.wake.clone()))),
+            Database::Sqlite(_) => None,
+        };
         let handle = tokio::spawn(async move {
+            // Ends with this task, however it ends.
+            let _listener = listener.map(AbortOnDrop);
             let mut backoff = Duration::from_millis(50);
             loop {
                 let pause = match self.publish_pending().await {
@@ -310,6 +331,42 @@ impl OutboxRelay {
             }
         });
         OutboxTask { stop, handle: Some(handle) }
+    }
+}
+
+/// Wakes the relay whenever an append to this store's event table commits, on any node. When the
+/// listening connection fails, the relay still polls; the listener reconnects with a pause.
+async fn wake_on_commit(pool: sqlx::PgPool, wake: Arc<Notify>) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        let Err(e) = listen(&pool, &wake).await;
+        tracing::debug!(error = %e, retry_in = ?pause, "cannot listen for committed events");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn listen(pool: &sqlx::PgPool, wake: &Notify) -> Result<std::convert::Infallible, sqlx::Error> {
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(pool).await?;
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(EVENTS_CHANNEL).await?;
+    // Whatever committed before the listener was in place is found by this pass.
+    wake.notify_one();
+    loop {
+        // `None`: the connection dropped and notifications may have been missed.
+        match listener.try_recv().await? {
+            Some(notification) if notification.payload() == schema => wake.notify_one(),
+            Some(_) => {}
+            None => wake.notify_one(),
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
