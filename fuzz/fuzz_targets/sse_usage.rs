@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let whole = counts(provider, content_type, body, body.len().max(1));
     let chunked = counts(provider, content_type, body, chunk);
     assert_eq!(whole, chunked, "the counts depend on the chunking ({chunk}-byte chunks)");
+    assert!(whole.total() >= whole.input.unwrap_or(0).max(whole.output.unwrap_or(0)));
 
     let readable = content_type.is_some_and(|t| t.contains("event-stream") || t.contains("json"));
     if !readable {

@@ -219,9 +219,7 @@ pub fn router(state: AppState, security: &SecurityConfig) -> Router {
     let router = Router::new()
         .nest(
             "/api/v1",
-            crate::api::router(state.clone())
-                .layer(body_limit)
-                .merge(crate::proxy::router(state.clone())),
+            crate::api::router(state.clone()).layer(body_limit).merge(crate::proxy::router(state.clone())),
         )
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
         .merge(dashboard.layer(body_limit))
