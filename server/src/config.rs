@@ -19,6 +19,8 @@ pub use services::store::DatabaseConfig;
 use services::store::redact_url;
 pub use services::usage::{AuditMode, UsageConfig};
 
+pub use crate::security::SecurityConfig;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -62,6 +64,9 @@ pub struct Config {
     /// The NATS KV buckets of the shared nonce store and limits, used when `nats_url` is set.
     /// Not read from the environment: the defaults suit every deployment, tests isolate theirs.
     pub gate_stores: SharedStoresConfig,
+    /// Security headers, CORS and request size limits (`KEYGUARD_HSTS`, `KEYGUARD_CORS_ORIGINS`,
+    /// `KEYGUARD_MAX_HEADER_BYTES`, `KEYGUARD_MAX_API_BODY_BYTES`).
+    pub security: SecurityConfig,
 }
 
 /// How the proxy reaches the providers.
@@ -231,6 +236,7 @@ impl Config {
             ));
         }
         let usage_retention_days = (retention_days > 0).then_some(retention_days);
+        let security = security_config(&get)?;
 
         Ok(Self {
             database,
@@ -251,6 +257,7 @@ impl Config {
             audit_checkpoint_interval,
             usage_retention_days,
             gate_stores: SharedStoresConfig::default(),
+            security,
         })
     }
 
@@ -389,6 +396,62 @@ fn usage_config<'a>(
     Ok(UsageConfig { mode, capacity, flush_interval: Duration::from_millis(flush_ms), ..defaults })
 }
 
+fn security_config<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<SecurityConfig, ConfigError> {
+    let defaults = SecurityConfig::default();
+    let hsts = match get("KEYGUARD_HSTS").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("false" | "0" | "off") => false,
+        Some("true" | "1" | "on") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "KEYGUARD_HSTS",
+                format!("must be `true` or `false`, got `{other}`"),
+            ));
+        }
+    };
+    let cors_origins = match get("KEYGUARD_CORS_ORIGINS") {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(cors_origin)
+            .collect::<Result<_, _>>()?,
+    };
+    let max_header_bytes =
+        parse_or("KEYGUARD_MAX_HEADER_BYTES", get("KEYGUARD_MAX_HEADER_BYTES"), defaults.max_header_bytes)?;
+    if !(4096..=256 * 1024).contains(&max_header_bytes) {
+        return Err(ConfigError::new(
+            "KEYGUARD_MAX_HEADER_BYTES",
+            format!("must be between 4096 and 262144 (256 KiB), got {max_header_bytes}"),
+        ));
+    }
+    let max_api_body_bytes = parse_or(
+        "KEYGUARD_MAX_API_BODY_BYTES",
+        get("KEYGUARD_MAX_API_BODY_BYTES"),
+        defaults.max_api_body_bytes,
+    )?;
+    if !(1024..=100 * 1024 * 1024).contains(&max_api_body_bytes) {
+        return Err(ConfigError::new(
+            "KEYGUARD_MAX_API_BODY_BYTES",
+            format!("must be between 1024 and 104857600 (100 MiB), got {max_api_body_bytes}"),
+        ));
+    }
+    Ok(SecurityConfig { hsts, cors_origins, max_header_bytes, max_api_body_bytes })
+}
+
+/// A web origin as browsers send it: scheme, host and optional port, nothing else.
+fn cors_origin(raw: &str) -> Result<axum::http::HeaderValue, ConfigError> {
+    const VAR: &str = "KEYGUARD_CORS_ORIGINS";
+    let problem = || ConfigError::new(VAR, format!("`{raw}` is not an origin like https://app.example.com"));
+    let url = reqwest::Url::parse(raw).map_err(|_| problem())?;
+    let bare =
+        url.path() == "/" && url.query().is_none() && url.fragment().is_none() && url.username().is_empty();
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() || !bare || raw.ends_with('/') {
+        return Err(problem());
+    }
+    axum::http::HeaderValue::from_str(&url.origin().ascii_serialization()).map_err(|_| problem())
+}
+
 /// A whole number of seconds between 1 and one hour.
 fn seconds(variable: &'static str, raw: Option<&str>, default: u64) -> Result<Duration, ConfigError> {
     let secs = parse_or(variable, raw, default)?;
@@ -476,6 +539,12 @@ mod tests {
             ("KEYGUARD_USAGE_QUEUE_CAPACITY", "0"),
             ("KEYGUARD_USAGE_FLUSH_MS", "never"),
             ("KEYGUARD_USAGE_FLUSH_MS", "600000"),
+            ("KEYGUARD_HSTS", "maybe"),
+            ("KEYGUARD_CORS_ORIGINS", "https://app.example.com/path"),
+            ("KEYGUARD_CORS_ORIGINS", "*"),
+            ("KEYGUARD_CORS_ORIGINS", "app.example.com"),
+            ("KEYGUARD_MAX_HEADER_BYTES", "100"),
+            ("KEYGUARD_MAX_API_BODY_BYTES", "big"),
         ];
         for (variable, value) in cases {
             let err = config(&[(variable, value)]).unwrap_err();
@@ -534,6 +603,24 @@ mod tests {
             let err = config(&[("KEYGUARD_USAGE_RETENTION_DAYS", bad)]).unwrap_err();
             assert!(err.to_string().contains("KEYGUARD_USAGE_RETENTION_DAYS"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn security_settings_default_closed_and_are_read() {
+        let defaults = config(&[]).unwrap().security;
+        assert_eq!(defaults, SecurityConfig::default());
+        assert!(!defaults.hsts && defaults.cors_origins.is_empty());
+        let set = config(&[
+            ("KEYGUARD_HSTS", "true"),
+            ("KEYGUARD_CORS_ORIGINS", "https://app.example.com, http://localhost:5173"),
+            ("KEYGUARD_MAX_HEADER_BYTES", "8192"),
+            ("KEYGUARD_MAX_API_BODY_BYTES", "65536"),
+        ])
+        .unwrap()
+        .security;
+        assert!(set.hsts);
+        assert_eq!(set.cors_origins, ["https://app.example.com", "http://localhost:5173"]);
+        assert_eq!((set.max_header_bytes, set.max_api_body_bytes), (8192, 65536));
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod config;
 pub mod dashboard;
 pub mod metrics;
 pub mod proxy;
+pub mod security;
 pub mod startup;
 pub mod telemetry;

@@ -5,18 +5,21 @@ use std::net::SocketAddr;
 
 use anyhow::Context as _;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
 use axum::http::HeaderName;
 use leptos::config::LeptosOptions;
 use leptos_axum::{LeptosRoutes as _, generate_route_list};
 use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, SecurityConfig};
 use crate::metrics::Metrics;
+use crate::security::ResponseHardening;
 use services::events::EventBus;
 use services::gate::GateConfig;
 use services::gate::{GateStores, SharedStores};
@@ -131,7 +134,7 @@ impl Application {
             proxy: crate::proxy::forward::Forwarder::new(&config.upstream)
                 .context("cannot build the proxy's HTTP client")?,
         };
-        let router = router(state.clone());
+        let router = router(state.clone(), &config.security);
         Ok(Self { listener, router, state, projections, outbox, checkpoints, retention, closing })
     }
 
@@ -234,8 +237,9 @@ fn spawn_retention(
     })
 }
 
-/// The HTTP routes: the REST API, server functions, the dashboard pages and its static files.
-pub fn router(state: AppState) -> Router {
+/// The HTTP routes: the REST API, server functions, the dashboard pages and its static files,
+/// all behind the security headers, CORS and size limits of `security`.
+pub fn router(state: AppState, security: &SecurityConfig) -> Router {
     let routes = generate_route_list(app::App);
     let options = state.leptos_options.clone();
     let backend =
@@ -246,19 +250,40 @@ pub fn router(state: AppState) -> Router {
         .leptos_routes_with_context(
             &state,
             routes,
-            move || leptos::context::provide_context(backend.clone()),
+            move || {
+                leptos::context::provide_context(backend.clone());
+                crate::security::provide_csp_nonce();
+            },
             move || app::shell(options.clone()),
         )
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::dashboard::scope));
-    Router::new()
-        .nest("/api/v1", crate::api::router(state.clone()).merge(crate::proxy::router(state.clone())))
+    // The device-facing routes bound their bodies themselves (`KEYGUARD_MAX_BODY_BYTES`), so that
+    // an oversized signed request is audited; everything else that reads a body is bounded here.
+    let body_limit = (
+        DefaultBodyLimit::max(security.max_api_body_bytes),
+        RequestBodyLimitLayer::new(security.max_api_body_bytes),
+    );
+    let hardening = ResponseHardening::new(security, state.trusted_proxies.clone());
+    let router = Router::new()
+        .nest(
+            "/api/v1",
+            crate::api::router(state.clone()).layer(body_limit).merge(crate::proxy::router(state.clone())),
+        )
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
-        .merge(dashboard)
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(app::shell))
+        .merge(dashboard.layer(body_limit))
+        .fallback(leptos_axum::file_and_error_handler_with_context::<AppState, _>(
+            crate::security::provide_csp_nonce,
+            app::shell,
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .with_state(state);
+    let router = match crate::security::cors(security) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(axum::middleware::from_fn_with_state(hardening, crate::security::harden))
 }
 
 /// Runs the outbox relay: every committed event goes to the in-process bus and, when configured,

@@ -30,6 +30,43 @@ use crate::platform::Platform;
 use crate::read_models::api_keys::{self, ApiKeyView};
 use crate::read_models::{devices, policies};
 
+/// The SDK's `enroll()` payload, as the route's JSON body; anything else is refused.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EnrollmentBody {
+    pub public_key: String,
+    pub key_id: String,
+    pub device_fingerprint: String,
+    pub label: String,
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+    #[serde(default)]
+    pub enrollment_code: Option<String>,
+}
+
+impl EnrollmentBody {
+    /// Parses the route's body; the error names the position and the field that is wrong.
+    pub fn parse(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+
+    /// The request, with the project key from the `x-keyguard-api-key` header.
+    pub fn into_request(self, project_key: String) -> EnrollmentRequest {
+        EnrollmentRequest {
+            project_key,
+            public_key: self.public_key,
+            key_id: self.key_id,
+            device_fingerprint: self.device_fingerprint,
+            label: self.label,
+            user_agent: self.user_agent,
+            metadata: self.metadata,
+            enrollment_code: self.enrollment_code,
+        }
+    }
+}
+
 /// The SDK's `enroll()` payload plus the header's project key.
 pub struct EnrollmentRequest {
     pub project_key: String,
@@ -93,20 +130,7 @@ pub async fn enroll(
 ) -> Result<EnrolledDevice, EnrollmentError> {
     let now = Utc::now();
     let key = project(platform, &request.project_key, now).await?;
-    let public_key = PublicKeySpki::parse(&request.public_key).map_err(|e| EnrollmentError::Invalid {
-        code: "invalid_public_key",
-        message: format!("publicKey must be a base64 DER SubjectPublicKeyInfo of a P-256 key: {e}"),
-    })?;
-    let key_id = KeyId::parse(&request.key_id).map_err(|e| EnrollmentError::Invalid {
-        code: "invalid_key_id",
-        message: format!("keyId must be 32 lowercase hex characters: {e}"),
-    })?;
-    public_key.check_key_id(&key_id).map_err(|_| EnrollmentError::Invalid {
-        code: "key_id_mismatch",
-        message: "keyId is not the one derived from publicKey (the first 16 bytes of SHA-256 over the \
-                  base64 text of the public key, as 32 lowercase hex characters)"
-            .into(),
-    })?;
+    let (public_key, key_id) = device_key(&request)?;
     if let Some(existing) = existing_device(platform, key.id, &key_id).await? {
         return Ok(existing);
     }
@@ -171,6 +195,26 @@ pub async fn enroll(
     Ok(device)
 }
 
+/// The device's public key and keyId, checked against each other: what the request says about
+/// the device before anything is looked up.
+pub fn device_key(request: &EnrollmentRequest) -> Result<(PublicKeySpki, KeyId), EnrollmentError> {
+    let public_key = PublicKeySpki::parse(&request.public_key).map_err(|e| EnrollmentError::Invalid {
+        code: "invalid_public_key",
+        message: format!("publicKey must be a base64 DER SubjectPublicKeyInfo of a P-256 key: {e}"),
+    })?;
+    let key_id = KeyId::parse(&request.key_id).map_err(|e| EnrollmentError::Invalid {
+        code: "invalid_key_id",
+        message: format!("keyId must be 32 lowercase hex characters: {e}"),
+    })?;
+    public_key.check_key_id(&key_id).map_err(|_| EnrollmentError::Invalid {
+        code: "key_id_mismatch",
+        message: "keyId is not the one derived from publicKey (the first 16 bytes of SHA-256 over the \
+                  base64 text of the public key, as 32 lowercase hex characters)"
+            .into(),
+    })?;
+    Ok((public_key, key_id))
+}
+
 /// The active project key the header names.
 async fn project(platform: &Platform, raw: &str, now: DateTime<Utc>) -> Result<ApiKeyView, EnrollmentError> {
     let parsed = ProjectKey::parse(raw)
@@ -212,7 +256,7 @@ async fn existing_device(
 }
 
 /// Runs the domain's enrollment checks on an empty device, without storing anything.
-async fn dry_run(command: &EnrollDevice) -> Result<(), EnrollmentError> {
+pub async fn dry_run(command: &EnrollDevice) -> Result<(), EnrollmentError> {
     let mut probe = Device::default();
     let sink = EventSink::default();
     probe

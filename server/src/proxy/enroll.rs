@@ -11,29 +11,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::SecondsFormat;
 use domain::metadata::Actor;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use services::caller::Caller;
-use services::enrollment::{self, EnrollmentError, EnrollmentRequest};
+use services::enrollment::{self, EnrollmentBody, EnrollmentError};
 
 use super::gate_http::unauthorized;
 use crate::api::{ApiError, RequestContext};
 use crate::startup::AppState;
-
-/// The SDK's `enroll()` payload; anything else is refused.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EnrollBody {
-    public_key: String,
-    key_id: String,
-    device_fingerprint: String,
-    label: String,
-    #[serde(default)]
-    user_agent: Option<String>,
-    #[serde(default)]
-    metadata: Option<serde_json::Value>,
-    #[serde(default)]
-    enrollment_code: Option<String>,
-}
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -69,7 +53,7 @@ pub async fn enroll(
             return unauthorized();
         }
     };
-    let parsed: EnrollBody = match serde_json::from_slice(&body) {
+    let parsed = match EnrollmentBody::parse(&body) {
         Ok(parsed) => parsed,
         Err(e) => {
             gate.audit_enrollment_refusal(context.ip, "invalid_body", e.to_string(), None, None);
@@ -83,16 +67,7 @@ pub async fn enroll(
         user_agent: context.user_agent.clone(),
         request_id: Some(context.request_id.clone()).filter(|id| !id.is_empty()),
     };
-    let request = EnrollmentRequest {
-        project_key,
-        public_key: parsed.public_key,
-        key_id: parsed.key_id,
-        device_fingerprint: parsed.device_fingerprint,
-        label: parsed.label,
-        user_agent: parsed.user_agent,
-        metadata: parsed.metadata,
-        enrollment_code: parsed.enrollment_code,
-    };
+    let request = parsed.into_request(project_key);
     match enrollment::enroll(&state.platform, &caller, request).await {
         Ok(device) => {
             let body = Enrolled {

@@ -59,7 +59,7 @@ impl State {
         record.tokens_in = counts.input;
         record.tokens_out = counts.output;
         record.latency_ms = self.metered.received_at.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
-        let tokens = counts.input.unwrap_or(0) + counts.output.unwrap_or(0);
+        let tokens = counts.total();
         if tokens > 0 {
             self.metered.platform.gate.record_tokens(record.api_key_id, record.device_id, tokens);
         }

@@ -19,6 +19,14 @@ pub struct TokenCounts {
     pub output: Option<u64>,
 }
 
+impl TokenCounts {
+    /// Input and output together. The numbers come from the upstream, so sums saturate rather
+    /// than overflow.
+    pub fn total(&self) -> u64 {
+        self.input.unwrap_or(0).saturating_add(self.output.unwrap_or(0))
+    }
+}
+
 enum Body {
     Json {
         buf: Vec<u8>,
@@ -227,9 +235,10 @@ fn apply_anthropic(usage: &Value, counts: &mut TokenCounts) {
     }
     if let Some(n) = number(usage, &["input_tokens"]) {
         // Cached prompt tokens are billed input too.
-        let cached = number(usage, &["cache_creation_input_tokens"]).unwrap_or(0)
-            + number(usage, &["cache_read_input_tokens"]).unwrap_or(0);
-        counts.input = Some(n + cached);
+        let cached = number(usage, &["cache_creation_input_tokens"])
+            .unwrap_or(0)
+            .saturating_add(number(usage, &["cache_read_input_tokens"]).unwrap_or(0));
+        counts.input = Some(n.saturating_add(cached));
     }
     if let Some(n) = number(usage, &["output_tokens"]) {
         counts.output = Some(n);
@@ -246,7 +255,7 @@ fn apply_gemini(usage: &Value, counts: &mut TokenCounts) {
     let candidates = number(usage, &["candidatesTokenCount"]);
     let thoughts = number(usage, &["thoughtsTokenCount"]);
     if candidates.is_some() || thoughts.is_some() {
-        counts.output = Some(candidates.unwrap_or(0) + thoughts.unwrap_or(0));
+        counts.output = Some(candidates.unwrap_or(0).saturating_add(thoughts.unwrap_or(0)));
     }
 }
 
@@ -339,6 +348,21 @@ mod tests {
             }
         }
         assert_eq!(tap.finish(), counts(1000, 900));
+    }
+
+    #[test]
+    fn counts_near_the_top_of_u64_saturate_instead_of_overflowing() {
+        let max = u64::MAX;
+        let anthropic = format!(
+            r#"{{"usage":{{"input_tokens":{max},"cache_creation_input_tokens":{max},"cache_read_input_tokens":1,"output_tokens":{max}}}}}"#
+        );
+        let counts = tap(Provider::Anthropic, "application/json", anthropic.as_bytes(), 7);
+        assert_eq!(counts, TokenCounts { input: Some(max), output: Some(max) });
+        assert_eq!(counts.total(), max);
+        let gemini =
+            format!(r#"{{"usageMetadata":{{"candidatesTokenCount":{max},"thoughtsTokenCount":2}}}}"#);
+        let counts = tap(Provider::Google, "application/json", gemini.as_bytes(), 7);
+        assert_eq!(counts, TokenCounts { input: None, output: Some(max) });
     }
 
     #[test]
