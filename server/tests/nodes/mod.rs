@@ -332,7 +332,7 @@ impl Deployment {
 
     /// Runs a `keyguard` subcommand against this deployment's store; its exit status and output.
     pub fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_keyguard"))
+        Command::new(keyguard_bin())
             .args(args)
             .env_clear()
             .envs(&self.vars)
@@ -397,7 +397,7 @@ impl Node {
         let log = std::fs::File::options().create(true).append(true).open(&log_path).unwrap();
         let data_dir = self.deployment.dir.path().join(&self.name);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_keyguard"))
+        let child = Command::new(keyguard_bin())
             .arg("serve")
             .env_clear()
             .envs(&self.deployment.vars)
@@ -709,4 +709,10 @@ pub fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration)
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1];
     (at(0.50), at(0.99), *samples.last().unwrap())
+}
+
+/// The `keyguard` binary the nodes run: this build's, or `KEYGUARD_TEST_BIN` (a release build,
+/// for figures closer to production).
+fn keyguard_bin() -> std::path::PathBuf {
+    std::env::var_os("KEYGUARD_TEST_BIN").map_or_else(|| env!("CARGO_BIN_EXE_keyguard").into(), Into::into)
 }
