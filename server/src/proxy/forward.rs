@@ -2,7 +2,7 @@
 //! answer back untouched while its usage is metered.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -56,8 +56,17 @@ pub async fn proxy(State(state): State<AppState>, request: Request) -> Response 
     };
     let (explicit, path) = split_provider(&rest);
     let request = ProxyRequest { method, path, query, headers, body: read.body, received_at };
-    state.proxy.forward(&state.platform, &admitted, explicit, request).await
+    let response = state.proxy.forward(&state.platform, &admitted, explicit, request).await;
+    if let Some(AddedLatency(added)) = response.extensions().get::<AddedLatency>() {
+        state.metrics.observe_proxy_added(*added);
+    }
+    response
 }
+
+/// On a relayed answer: the time the proxy itself spent on the request, before sending it
+/// upstream and after the upstream's response headers arrived (its wait for the provider left out).
+#[derive(Debug, Clone, Copy)]
+pub struct AddedLatency(pub Duration);
 
 /// A request on its way to the provider, as the proxy route received it.
 #[derive(Debug)]
@@ -211,7 +220,9 @@ impl Forwarder {
         // Until the provider answers, a client that goes away drops this future (and with it the
         // upstream request, which closes that connection); the guard still leaves a record.
         let waiting = AwaitingAnswer { usage, record: Some(record), received_at: request.received_at };
+        let before_sending = request.received_at.elapsed();
         let sent = self.client.request(request.method, url).headers(headers).body(request.body).send().await;
+        let answered_at = Instant::now();
         let record = waiting.answered();
         let response = match sent {
             Ok(response) => response,
@@ -248,6 +259,7 @@ impl Forwarder {
         let mut reply = Response::new(Body::from_stream(body));
         *reply.status_mut() = status;
         *reply.headers_mut() = out_headers;
+        reply.extensions_mut().insert(AddedLatency(before_sending + answered_at.elapsed()));
         reply
     }
 }

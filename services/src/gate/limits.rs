@@ -122,8 +122,9 @@ struct Gcra {
 /// One bucket per scope and limit.
 type Buckets = HashMap<(LimitScope, u32), Arc<Mutex<Gcra>>>;
 
+/// Requests per minute in this node's memory, one GCRA bucket per scope and limit.
 #[derive(Default)]
-pub(crate) struct RequestLimiter {
+pub struct RequestLimiter {
     buckets: RwLock<Buckets>,
 }
 

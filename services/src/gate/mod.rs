@@ -34,7 +34,9 @@ use zeroize::Zeroizing;
 
 pub use audit::{AuditSinkConfig, ENROLLMENT_REJECTED_KIND, REJECTED_KIND, SUPPRESSED_KIND};
 pub use cache::CacheStats;
-pub use limits::LimitScope;
+pub use limits::{LimitScope, RequestLimiter};
+// The in-memory stores on their own, for the micro-benchmarks.
+pub use nonces::{MemoryNonces, NonceRefusal};
 pub use shared::{SharedStores, SharedStoresConfig};
 
 use crate::audit::{AuditOutcome, AuditRecorder};
@@ -46,7 +48,7 @@ use crate::store::Database;
 use audit::{AuditSink, RejectionEvent};
 use cache::Cache;
 use limits::Limits;
-use nonces::{MemoryNonces, NonceRefusal, NonceStore};
+use nonces::NonceStore;
 
 /// A request as received, before any check: what the verifier reads.
 #[derive(Debug, Clone, Copy)]

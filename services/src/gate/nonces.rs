@@ -53,7 +53,7 @@ impl Shard {
 
 /// Why a nonce was not recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NonceRefusal {
+pub enum NonceRefusal {
     Replayed,
     StoreFull,
     /// The shared store did not answer: refuse rather than risk a replay.
@@ -89,7 +89,7 @@ impl NonceStore {
 }
 
 /// One node's nonces, in memory.
-pub(crate) struct MemoryNonces {
+pub struct MemoryNonces {
     shards: Vec<Mutex<Shard>>,
     max_per_shard: usize,
 }
@@ -130,7 +130,7 @@ impl MemoryNonces {
     }
 
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).expiry.len())
