@@ -64,6 +64,9 @@ build_site
 say "Running the Rust tests (unit, integration on SQLite and PostgreSQL)"
 cargo test --workspace --no-fail-fast
 
+say "Fuzzing the parsers of untrusted input briefly (scripts/fuzz.sh, ~25 s per target)"
+"$ROOT/scripts/fuzz.sh"
+
 say "Running the browser tests (Playwright driving Debian's Chromium)"
 (
   cd end2end
