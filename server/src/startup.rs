@@ -264,7 +264,8 @@ pub fn router(state: AppState, security: &SecurityConfig) -> Router {
             },
             move || app::shell(options.clone()),
         )
-        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::dashboard::scope));
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::dashboard::scope))
+        .layer(axum::middleware::from_fn(run_to_completion));
     // The device-facing routes bound their bodies themselves (`KEYGUARD_MAX_BODY_BYTES`), so that
     // an oversized signed request is audited; everything else that reads a body is bounded here.
     let body_limit = (
@@ -275,7 +276,10 @@ pub fn router(state: AppState, security: &SecurityConfig) -> Router {
     let router = Router::new()
         .nest(
             "/api/v1",
-            crate::api::router(state.clone()).layer(body_limit).merge(crate::proxy::router(state.clone())),
+            crate::api::router(state.clone())
+                .layer(body_limit)
+                .layer(axum::middleware::from_fn(run_to_completion))
+                .merge(crate::proxy::router(state.clone())),
         )
         .route("/metrics", axum::routing::get(crate::metrics::endpoint))
         .merge(dashboard.layer(body_limit))
@@ -292,6 +296,23 @@ pub fn router(state: AppState, security: &SecurityConfig) -> Router {
         None => router,
     };
     router.layer(axum::middleware::from_fn_with_state(hardening, crate::security::harden))
+}
+
+/// Carries a request through once it has reached its handler, even if the client leaves: an
+/// admin command or a sign-in is then either done or not, and never abandoned half-way through a
+/// database exchange. (The signed proxy is not run this way: a client that leaves should stop its
+/// upstream call, and that path touches the database only from tasks of its own.)
+pub async fn run_to_completion(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match tokio::spawn(next.run(request)).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "a request handler panicked");
+            axum::response::IntoResponse::into_response(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+        }
+    }
 }
 
 /// Runs the outbox relay: every committed event goes to the in-process bus and, when configured,

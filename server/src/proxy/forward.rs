@@ -317,8 +317,12 @@ async fn fail(
 /// How long the store may take to answer before a strict-mode request is refused.
 const STORE_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The check runs in a task of its own: when it takes too long, or the client leaves, only the
+/// wait is abandoned, never a database exchange half-way.
 async fn store_answers(db: &services::store::Database) -> bool {
-    matches!(tokio::time::timeout(STORE_CHECK_TIMEOUT, db.ping()).await, Ok(Ok(())))
+    let db = db.clone();
+    let check = tokio::spawn(async move { db.ping().await });
+    matches!(tokio::time::timeout(STORE_CHECK_TIMEOUT, check).await, Ok(Ok(Ok(()))))
 }
 
 /// Strict mode cannot record the request: 503, and the request is not (or no further) served.

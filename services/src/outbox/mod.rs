@@ -347,8 +347,11 @@ async fn wake_on_commit(pool: sqlx::PgPool, wake: Arc<Notify>) {
 }
 
 async fn listen(pool: &sqlx::PgPool, wake: &Notify) -> Result<std::convert::Infallible, sqlx::Error> {
-    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(pool).await?;
-    let mut listener = PgListener::connect_with(pool).await?;
+    // The listener holds its connection until the relay stops, and is aborted then: it works on
+    // a pool of its own, so an abort in mid-exchange never touches the relay's connections.
+    let own = Database::dedicated_postgres(pool).await?;
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text").fetch_one(&own).await?;
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.listen(EVENTS_CHANNEL).await?;
     // Whatever committed before the listener was in place is found by this pass.
     wake.notify_one();

@@ -24,6 +24,25 @@ static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migration
 /// How long to wait for a connection before telling the caller the database is unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a released PostgreSQL connection may take to show it is in step with its server.
+const RELEASE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Decides whether a released connection may go back to the pool. A future dropped in the middle
+/// of a PostgreSQL exchange (a cancelled request, an aborted task) can leave the connection
+/// waiting for an answer its server does not owe; the pool's own check would then wait forever
+/// and hold the connection. A bounded round trip finds such a connection, which is closed instead.
+async fn in_step(conn: &mut sqlx::PgConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    match tokio::time::timeout(RELEASE_CHECK_TIMEOUT, conn.ping()).await {
+        Ok(Ok(())) => Ok(true),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            tracing::warn!("a released database connection is out of step with its server; closing it");
+            Ok(false)
+        }
+    }
+}
+
 /// Where events and read models live.
 #[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseConfig {
@@ -136,6 +155,7 @@ impl Database {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_release(|conn, _| Box::pin(in_step(conn)))
             .connect_with(options)
             .await?;
         Ok(Self::Postgres(pool))
@@ -148,6 +168,18 @@ impl Database {
             Self::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await?,
         }
         Ok(())
+    }
+
+    /// A pool of one connection to the same PostgreSQL database, for a task that holds its
+    /// connection for good (a `LISTEN`er): aborting such a task never costs the main pool a
+    /// connection.
+    pub async fn dedicated_postgres(pool: &PgPool) -> Result<PgPool, sqlx::Error> {
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_release(|conn, _| Box::pin(in_step(conn)))
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await
     }
 
     /// Checks that the database answers a query.
