@@ -1,7 +1,7 @@
 //! Two `keyguard` nodes on one database and one NATS: a device suspended on one node is refused
 //! on the other within the relay's polling interval, a nonce used on one node is a replay on
 //! the other, a requests-per-minute limit counts both nodes' requests, and a node whose NATS
-//! does not answer refuses signed requests (503) instead of forwarding them unchecked.
+//! does not answer checks nonces in its database instead: it serves, and still refuses replays.
 //!
 //! Needs the NATS server of `support::nats_url()` (`scripts/test.sh` starts it); each test uses
 //! buckets of its own so tests run in parallel.
@@ -135,7 +135,7 @@ async fn a_requests_per_minute_limit_holds_across_nodes(backend: Backend) {
     remove_buckets(&buckets).await;
 }
 
-async fn an_unreachable_nats_refuses_signed_requests_without_forwarding(backend: Backend) {
+async fn without_nats_a_node_checks_nonces_in_its_database_and_still_refuses_replays(backend: Backend) {
     let fake = FakeUpstream::spawn(Reply::Json { status: 200, body: r#"{"ok":true}"#.to_owned() }).await;
     // Port 9 (discard) has no NATS behind it.
     let app = TestApp::spawn_with(backend, on_nats("nats://127.0.0.1:9".to_owned(), private_buckets())).await;
@@ -154,16 +154,15 @@ async fn an_unreachable_nats_refuses_signed_requests_without_forwarding(backend:
 
     let path = "/api/v1/proxy/v1/chat/completions";
     let request = br#"{"model":"gpt-4o","messages":[]}"#;
-    for _ in 0..2 {
-        let headers = sign(&device, &project.raw, "POST", path, request);
-        let answer = send(&app, "POST", path, &headers, request.to_vec()).await;
-        assert_eq!((answer.status, answer.body.as_str()), (503, r#"{"error":"unavailable"}"#));
-        assert_eq!(answer.retry_after.as_deref(), Some("1"));
-    }
+    let headers = sign(&device, &project.raw, "POST", path, request);
+    let answer = send(&app, "POST", path, &headers, request.to_vec()).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let replay = send(&app, "POST", path, &headers, request.to_vec()).await;
+    assert_eq!(replay.status, 401, "{}", replay.body);
     let verify = send(&app, "POST", VERIFY, &sign(&device, &project.raw, "POST", VERIFY, b""), vec![]).await;
-    assert_eq!(verify.status, 503, "{}", verify.body);
-    assert!(fake.received().is_empty(), "nothing reaches the provider unchecked");
-    wait_for_reasons(&app, REJECTED_KIND, &["nonce_store_unavailable"]).await;
+    assert_eq!(verify.status, 200, "{}", verify.body);
+    assert_eq!(fake.received().len(), 1, "only the first request reached the provider");
+    wait_for_reasons(&app, REJECTED_KIND, &["replayed_nonce"]).await;
 }
 
 async fn a_device_suspended_on_one_node_is_refused_on_the_other(backend: Backend) {
@@ -202,5 +201,5 @@ on_both_backends!(
     a_device_suspended_on_one_node_is_refused_on_the_other,
     a_nonce_used_on_one_node_is_a_replay_on_the_other,
     a_requests_per_minute_limit_holds_across_nodes,
-    an_unreachable_nats_refuses_signed_requests_without_forwarding,
+    without_nats_a_node_checks_nonces_in_its_database_and_still_refuses_replays,
 );

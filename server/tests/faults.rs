@@ -2,11 +2,12 @@
 //! provider that hangs or resets connections. The services a test stops are its own (a private
 //! nats-server, a private PostgreSQL cluster), never the shared ones.
 //!
-//! - NATS stopped: nonces and rate limits live in NATS, so signed requests are refused (503
-//!   `unavailable`) and none reaches the provider unchecked; everything that does not need NATS
-//!   (the admin API, the dashboard) keeps serving from the store and the caches; the events
-//!   committed meanwhile wait in the store, and once NATS is back every one of them is published,
-//!   exactly once, and signed requests pass again, with no restart.
+//! - NATS stopped: the nodes fall back to PostgreSQL for nonces and to their share of each rate
+//!   limit, so signed requests keep passing (refused with 503 `unavailable` only while the nodes
+//!   change over, a heartbeat or two); a nonce accepted through NATS
+//!   before the outage is still refused on another node during it; the admin API keeps serving;
+//!   the events committed meanwhile wait in the store, and once NATS is back every one of them is
+//!   published, exactly once, with no restart.
 //! - PostgreSQL stopped, strict audit mode: a signed request is refused with 503
 //!   `audit_unavailable` before anything is forwarded; once PostgreSQL is back the node serves
 //!   again by itself (the time it took is printed).
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use device_support::{DeviceKey, Project};
+use device_support::{DeviceKey, Project, VERIFY, sign};
 use nodes::upstream::{FaultyUpstream, Misbehaviour};
 use nodes::{
     Api, COMPLETION_ANSWER, COMPLETIONS, Deployment, PrivateNats, PrivatePostgres, completion_request,
@@ -78,11 +79,17 @@ async fn with_nats_stopped_events_wait_in_the_store_and_all_go_out_when_it_retur
     let upstream = FakeUpstream::spawn(Reply::Json { status: 200, body: COMPLETION_ANSWER.to_owned() }).await;
     let deployment = Deployment::new(&postgres.url(), Some(&nats.url()));
     let node = deployment.start("nats-outage").await;
+    let other = deployment.start("nats-outage-other").await;
     let api = node.api();
     let (token, project, mut devices) = provision(&api, &upstream.base_url(), 2).await;
     let (device, _) = devices.remove(0);
-    let (_, renamed) = devices.remove(0);
+    let (checker, renamed) = devices.remove(0);
     let db = deployment.database().await;
+    // Accepted through NATS on one node before the outage: a replay of it must fail everywhere.
+    let accepted = sign(&checker, &project.raw, "POST", VERIFY, b"");
+    let checking = project.clone();
+    let first = api.send_signed("POST", VERIFY, &accepted, b"").await.unwrap();
+    assert_eq!(first.status, 200, "{}", first.body);
 
     let phase = Arc::new(AtomicU8::new(BEFORE));
     let answers: Tally = Arc::default();
@@ -139,8 +146,17 @@ async fn with_nats_stopped_events_wait_in_the_store_and_all_go_out_when_it_retur
     phase.store(DURING, Ordering::SeqCst);
     let stopped_at = Instant::now();
     let head_at_stop = head(&db).await;
+    let other_api = other.api();
+    let change_over = Duration::from_secs(30);
+    let fallback =
+        eventually("the other node to serve signed requests without NATS", change_over, || async {
+            (other_api.verify(&checker, &checking).await.status == 200).then(|| stopped_at.elapsed())
+        })
+        .await;
+    let replay_elsewhere = other_api.send_signed("POST", VERIFY, &accepted, b"").await.unwrap();
+    let replay_here = api.send_signed("POST", VERIFY, &accepted, b"").await.unwrap();
     // The outage is the scenario, not a wait for a condition.
-    tokio::time::sleep(outage).await;
+    tokio::time::sleep(outage.saturating_sub(stopped_at.elapsed())).await;
     let head_at_return = head(&db).await;
     let published_at_return = outbox_checkpoint(&db).await;
     nats.restart().await;
@@ -160,10 +176,11 @@ async fn with_nats_stopped_events_wait_in_the_store_and_all_go_out_when_it_retur
     let answers = answers.lock().unwrap().clone();
     let forwarded = forwarded.lock().unwrap().clone();
     println!(
-        "NATS outage of {:.1?}: events {head_at_stop} → {head_at_return} committed during it, relay checkpoint at \
+        "NATS outage of {:.1?}: signed requests served without NATS on the other node {fallback:.1?} after it \
+         stopped; events {head_at_stop} → {head_at_return} committed during it, relay checkpoint at \
          {published_at_return} when NATS returned; all {} published exactly once ({} in the stream, {} missing, \
-         {} duplicated) {drained:.1?} after its return; signed requests passed again after {recovered:.1?}; \
-         answers {answers:?}; forwarded by phase {forwarded:?}",
+         {} duplicated) {drained:.1?} after its return; signed requests passed after its return within \
+         {recovered:.1?}; answers {answers:?}; forwarded by phase {forwarded:?}",
         stopped_at.elapsed() - returned_at.elapsed(),
         delivery.stored,
         delivery.published,
@@ -173,15 +190,21 @@ async fn with_nats_stopped_events_wait_in_the_store_and_all_go_out_when_it_retur
     let during: Vec<(&String, &usize)> =
         answers.iter().filter(|((phase, _), _)| *phase == DURING).map(|((_, what), n)| (what, n)).collect();
     assert!(
-        during.iter().all(|(what, _)| *what == "proxy 503 unavailable" || *what == "admin 200"),
-        "while NATS is down signed requests are refused (503) and the admin API serves: {during:?}"
+        during.iter().all(|(what, _)| ["proxy 200 200", "proxy 503 unavailable", "admin 200"].contains(&what.as_str())),
+        "while NATS is down signed requests pass or, while the node changes over, are refused (503): {during:?}"
     );
     assert!(counted(&answers, DURING, "admin 200") > 0, "the admin API served during the outage");
+    let served = counted(&answers, DURING, "proxy 200 200");
     assert!(
-        counted(&answers, DURING, "proxy 503 unavailable") > 0,
-        "signed requests were tried during the outage"
+        served > counted(&answers, DURING, "proxy 503 unavailable"),
+        "signed requests were served during the outage: {during:?}"
     );
-    assert_eq!(forwarded.get(&DURING).copied().unwrap_or(0), 0, "nothing was forwarded unchecked");
+    assert_eq!(forwarded.get(&DURING).copied().unwrap_or(0), served, "only admitted requests were forwarded");
+    assert_eq!(
+        (replay_elsewhere.status, replay_here.status),
+        (401, 401),
+        "a nonce NATS accepted before the outage is refused on every node during it"
+    );
     assert!(head_at_return > head_at_stop, "events were committed during the outage");
     assert!(published_at_return < head_at_return, "the events of the outage waited in the store");
     assert!(delivery.exactly_once());

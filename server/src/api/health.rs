@@ -1,11 +1,13 @@
 //! Liveness and readiness: `GET /api/v1/health` answers while the process serves;
-//! `GET /api/v1/ready` also checks the event store and, when configured, NATS.
+//! `GET /api/v1/ready` also checks the event store and, when configured, NATS, and says where
+//! nonces are being checked.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
+use services::gate::NonceChecks;
 use utoipa::ToSchema;
 
 use crate::startup::AppState;
@@ -34,6 +36,10 @@ pub struct Readiness {
     pub database: &'static str,
     /// `ok`, `down`, or `not_configured` (single node without NATS).
     pub nats: &'static str,
+    /// Where signed requests' nonces are checked: `memory` (single node), `nats`,
+    /// `nats_and_database` or `database` (while NATS is away from some node), or `unavailable`
+    /// (NATS away and the database fallback not in place yet).
+    pub nonces: &'static str,
 }
 
 /// Readiness: whether this node can serve traffic now.
@@ -58,7 +64,15 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
             _ => "down",
         },
     };
-    let ready = database == "ok" && nats != "down";
+    let nonces = state.platform.gate.nonce_checks().await;
+    // Without NATS a node still serves once the database checks its nonces.
+    let ready = database == "ok" && nonces != NonceChecks::Unavailable;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(Readiness { status: if ready { "ready" } else { "not_ready" }, database, nats }))
+    let readiness = Readiness {
+        status: if ready { "ready" } else { "not_ready" },
+        database,
+        nats,
+        nonces: nonces.as_str(),
+    };
+    (status, Json(readiness))
 }

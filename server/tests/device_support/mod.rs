@@ -26,6 +26,7 @@ pub const SDK_PKCS8: &str = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgra9
 pub const SDK_PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEIzqvBP4b0IVzk4HnvYE1Ea60RncyOJYxyI+QjPHZWKQyVBYj5graxhEJdMV5ChywPhe/jDBs4bWWIjPKkoX8ng==";
 pub const SDK_KEY_ID: &str = "5f28758eb139cb43769d731f803d4d6c";
 
+#[derive(Clone)]
 /// A project key: its id and the raw `kg_…` value.
 pub struct Project {
     pub id: Uuid,

@@ -1,6 +1,7 @@
 //! Rate limits on the proxy path: requests per minute and tokens per (UTC) day, each per device
 //! and per project key. [`Limits`] keeps them in this node's memory (one node) or in the
-//! cluster's shared NATS bucket (see [`super::shared`]), chosen once at start-up.
+//! cluster's shared NATS bucket (see [`super::shared`], and [`super::fallback`] for while NATS
+//! is unreachable), chosen once at start-up.
 //!
 //! Requests per minute use GCRA (the generic cell rate algorithm `governor` implements): a
 //! bucket of `n` requests that refills at `n` per minute, so a quiet device may burst `n`
@@ -19,12 +20,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Days, NaiveTime, Utc};
 use uuid::Uuid;
 
-use super::shared::{SharedStores, Unavailable};
+use super::fallback::ClusterStores;
+use super::shared::Unavailable;
 
 /// Where this node counts requests and tokens.
 pub(crate) enum Limits {
     Memory { requests: RequestLimiter, tokens: TokenCounter },
-    Shared(SharedStores),
+    Cluster(Arc<ClusterStores>),
 }
 
 impl Limits {
@@ -42,7 +44,7 @@ impl Limits {
     ) -> Result<Result<(), Duration>, Unavailable> {
         match self {
             Self::Memory { requests, .. } => Ok(requests.check(scope, per_minute, instant)),
-            Self::Shared(shared) => shared.take_request(scope, per_minute, now).await,
+            Self::Cluster(cluster) => cluster.take_request(scope, per_minute, now, instant).await,
         }
     }
 
@@ -55,7 +57,7 @@ impl Limits {
     ) -> Result<Result<(), Duration>, Unavailable> {
         match self {
             Self::Memory { tokens, .. } => Ok(tokens.check(scope, limit, now)),
-            Self::Shared(shared) => shared.check_tokens(scope, limit, now).await,
+            Self::Cluster(cluster) => cluster.check_tokens(scope, limit, now).await,
         }
     }
 
@@ -64,36 +66,22 @@ impl Limits {
     pub fn add_tokens(&self, scope: LimitScope, tokens: u64, now: DateTime<Utc>) {
         match self {
             Self::Memory { tokens: counter, .. } => counter.add(scope, tokens, now),
-            Self::Shared(shared) => {
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    tracing::warn!(?scope, tokens, "no runtime to count tokens in the shared store");
-                    return;
-                };
-                let shared = shared.clone();
-                runtime.spawn(async move {
-                    if shared.add_tokens(scope, tokens, now).await.is_err() {
-                        tracing::warn!(
-                            ?scope,
-                            tokens,
-                            "tokens not counted: the shared limit store is unavailable"
-                        );
-                    }
-                });
-            }
+            Self::Cluster(cluster) => cluster.add_tokens(scope, tokens, now),
         }
     }
 
     pub async fn tokens_used(&self, scope: LimitScope, now: DateTime<Utc>) -> Result<u64, Unavailable> {
         match self {
             Self::Memory { tokens, .. } => Ok(tokens.used_today(scope, now)),
-            Self::Shared(shared) => shared.tokens_used(scope, now).await,
+            Self::Cluster(cluster) => cluster.tokens_used(scope, now).await,
         }
     }
 
     /// Drops in-memory buckets that have fully refilled; the shared bucket expires its own.
     pub fn sweep(&self, now: Instant) {
-        if let Self::Memory { requests, .. } = self {
-            requests.sweep(now);
+        match self {
+            Self::Memory { requests, .. } => requests.sweep(now),
+            Self::Cluster(cluster) => cluster.sweep(now),
         }
     }
 }

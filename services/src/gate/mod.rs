@@ -5,8 +5,10 @@
 //! key by the SHA-256 of its value, the device by (project, keyId), the policy's window, the
 //! body hash, the signature (all from memory), the nonce (recorded only once the signature
 //! verified), then the policy (IP allow-list, provider, model) and the rate limits. Nonces and
-//! limits live in memory on one node, or in NATS KV shared by a cluster ([`GateStores`]); a
-//! shared store that does not answer refuses the request (503), never lets it through. Every
+//! limits live in memory on one node, or in NATS KV shared by a cluster ([`GateStores`]). While
+//! NATS does not answer, the cluster checks nonces in its database instead, by a protocol that
+//! keeps every nonce single-use across nodes (see [`fallback`]); whatever cannot be checked
+//! soundly is refused (503), never let through. Every
 //! refusal is audited with its precise reason through a non-blocking, flood-controlled writer
 //! (see [`audit`]); the HTTP layer answers the client a generic 401, or 413 / 429 / 503.
 //!
@@ -16,6 +18,7 @@
 
 mod audit;
 mod cache;
+mod fallback;
 mod limits;
 mod nonces;
 mod shared;
@@ -47,6 +50,8 @@ use crate::secrets::Envelope;
 use crate::store::Database;
 use audit::{AuditSink, RejectionEvent};
 use cache::Cache;
+use fallback::ClusterStores;
+pub use fallback::NonceChecks;
 use limits::Limits;
 use nonces::NonceStore;
 
@@ -130,7 +135,8 @@ pub enum GateStores {
     /// This node's memory: one node only.
     #[default]
     InMemory,
-    /// NATS KV buckets every node shares (`KEYGUARD_NATS_URL` is set).
+    /// NATS KV buckets every node shares (`KEYGUARD_NATS_URL` is set), with the database as the
+    /// nonce store's fallback while NATS does not answer.
     Shared(SharedStores),
 }
 
@@ -276,7 +282,10 @@ impl Gate {
             GateStores::InMemory => {
                 (NonceStore::Memory(MemoryNonces::new(config.max_nonces)), Limits::memory())
             }
-            GateStores::Shared(shared) => (NonceStore::Shared(shared.clone()), Limits::Shared(shared)),
+            GateStores::Shared(shared) => {
+                let cluster = Arc::new(ClusterStores::new(shared, db.clone(), config.max_nonces));
+                (NonceStore::Cluster(cluster.clone()), Limits::Cluster(cluster))
+            }
         };
         Self {
             inner: Arc::new(Inner {
@@ -287,6 +296,14 @@ impl Gate {
                 audit: OnceLock::new(),
                 config,
             }),
+        }
+    }
+
+    /// Where nonces are being checked now: memory, NATS, or the database while NATS is away.
+    pub async fn nonce_checks(&self) -> NonceChecks {
+        match &self.inner.nonces {
+            NonceStore::Memory(_) => NonceChecks::Memory,
+            NonceStore::Cluster(cluster) => cluster.nonce_checks().await,
         }
     }
 
@@ -303,6 +320,11 @@ impl Gate {
     /// The background tasks end when the last clone of the gate is dropped.
     pub async fn start(&self, bus: &EventBus, projections: Arc<Projections>) -> Result<(), ReadModelError> {
         self.inner.cache.load_all().await?;
+        if let Limits::Cluster(cluster) = &self.inner.limits {
+            // Announced before the first request, which is refused until this node is.
+            cluster.heartbeat().await;
+            tokio::spawn(fallback::run(Arc::downgrade(cluster)));
+        }
         self.audit_sink();
         projections.set_listener(Arc::new(Listener(Arc::downgrade(&self.inner))));
         tokio::spawn(follow_bus(Arc::downgrade(&self.inner), bus.receiver(), projections));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::shared::SharedStores;
+use super::fallback::ClusterStores;
 
 const SHARDS: usize = 64;
 
@@ -63,12 +63,12 @@ pub enum NonceRefusal {
 /// Where the nonces of this node are recorded.
 pub(crate) enum NonceStore {
     Memory(MemoryNonces),
-    Shared(SharedStores),
+    Cluster(std::sync::Arc<ClusterStores>),
 }
 
 impl NonceStore {
     /// Records the nonce if it was not seen within its retention; atomic per entry, across
-    /// nodes for the shared store (whose bucket keeps every nonce for twice the largest window).
+    /// nodes for the cluster's store (whose bucket keeps every nonce for twice the largest window).
     pub async fn record(
         &self,
         api_key_id: Uuid,
@@ -79,11 +79,7 @@ impl NonceStore {
     ) -> Result<(), NonceRefusal> {
         match self {
             Self::Memory(memory) => memory.record(api_key_id, key_id, nonce, retention, now),
-            Self::Shared(shared) => match shared.record_nonce(api_key_id, key_id, nonce).await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err(NonceRefusal::Replayed),
-                Err(_) => Err(NonceRefusal::Unavailable),
-            },
+            Self::Cluster(cluster) => cluster.record_nonce(api_key_id, key_id, nonce, retention).await,
         }
     }
 }

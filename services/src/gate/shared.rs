@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use super::limits::{LimitScope, until_tomorrow};
+use super::limits::LimitScope;
 
 /// Compare-and-swap attempts before a contended update gives up (and the request is refused).
 const CAS_ATTEMPTS: usize = 32;
@@ -87,18 +87,11 @@ impl SharedStores {
         }
     }
 
-    /// Records a nonce if no node has seen it within the bucket's retention.
-    /// `Ok(false)` means it was seen: a replay.
-    pub(crate) async fn record_nonce(
-        &self,
-        api_key_id: Uuid,
-        key_id: &str,
-        nonce: [u8; 16],
-    ) -> Result<bool, Unavailable> {
-        let key = nonce_key(api_key_id, key_id, &nonce);
+    /// Records a nonce by its key (the hex of [`nonce_digest`]); `Ok(false)` when it was there already.
+    pub(crate) async fn create_nonce(&self, key: &str) -> Result<bool, Unavailable> {
         self.bounded(async {
             let store = self.nonces().await?;
-            match store.create(&key, Vec::from([1u8]).into()).await {
+            match store.create(key, Vec::from([1u8]).into()).await {
                 Ok(_) => Ok(true),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
                 Err(e) => {
@@ -133,17 +126,6 @@ impl SharedStores {
         .await
     }
 
-    /// Refuses when the day's tokens for `scope` have reached `limit`.
-    pub(crate) async fn check_tokens(
-        &self,
-        scope: LimitScope,
-        limit: u64,
-        now: DateTime<Utc>,
-    ) -> Result<Result<(), Duration>, Unavailable> {
-        let used = self.tokens_used(scope, now).await?;
-        Ok(if used >= limit { Err(until_tomorrow(now)) } else { Ok(()) })
-    }
-
     pub(crate) async fn tokens_used(
         &self,
         scope: LimitScope,
@@ -175,6 +157,20 @@ impl SharedStores {
             .map(|_| ())
         })
         .await
+    }
+
+    /// Whether JetStream answers for the nonce bucket now (within the usual bound).
+    pub(crate) async fn probe(&self) -> bool {
+        self.bounded(async {
+            let store = self.nonces().await?;
+            // A read of a key no one writes: a round trip (the bucket's status is cached).
+            store.get("probe").await.map(|_| ()).map_err(|e| {
+                tracing::debug!(error = %e, "the shared nonce bucket does not answer");
+                Unavailable
+            })
+        })
+        .await
+        .is_ok()
     }
 
     async fn bounded<T>(&self, work: impl Future<Output = Result<T, Unavailable>>) -> Result<T, Unavailable> {
@@ -233,16 +229,22 @@ impl SharedStores {
     }
 }
 
-/// The KV key of a nonce: a hash, because KV keys allow only a few characters and a keyId
-/// is client text. The fields are length-framed so that no two triples share an input.
-pub(crate) fn nonce_key(api_key_id: Uuid, key_id: &str, nonce: &[u8; 16]) -> String {
+#[cfg(test)]
+fn nonce_key(api_key_id: Uuid, key_id: &str, nonce: &[u8; 16]) -> String {
+    hex::encode(nonce_digest(api_key_id, key_id, nonce))
+}
+
+/// What identifies a nonce; its hex spelling is the nonce's KV key (and its database key during a
+/// fallback). A hash, because KV keys allow only a few characters and a keyId is client text.
+/// The fields are length-framed so that no two triples share an input.
+pub(crate) fn nonce_digest(api_key_id: Uuid, key_id: &str, nonce: &[u8; 16]) -> [u8; 32] {
     let mut hash = Sha256::new();
     hash.update(b"keyguard-nonce-v1");
     hash.update(api_key_id.as_bytes());
     hash.update((key_id.len() as u64).to_be_bytes());
     hash.update(key_id.as_bytes());
     hash.update(nonce);
-    hex::encode(hash.finalize())
+    hash.finalize().into()
 }
 
 fn token_key(scope: LimitScope, now: DateTime<Utc>) -> String {
