@@ -240,7 +240,12 @@ impl ClusterStores {
         };
         drop(mode);
         let key = hex::encode(digest);
-        match insert_nonce(&self.db, &key, now, expires).await {
+        // In a task of its own: a client that leaves abandons the wait, not the exchange.
+        let insert = tokio::spawn({
+            let (db, key) = (self.db.clone(), key.clone());
+            async move { insert_nonce(&db, &key, now, expires).await }
+        });
+        match insert.await.unwrap_or_else(|e| Err(sqlx::Error::Io(std::io::Error::other(e)))) {
             Ok(true) => {}
             Ok(false) => return Err(NonceRefusal::Replayed),
             Err(e) => {
