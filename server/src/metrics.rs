@@ -13,6 +13,7 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use services::usage::UsageWriter;
@@ -67,6 +68,7 @@ impl Metrics {
             proxy_added.clone(),
         );
         registry.register_collector(Box::new(UsageMetrics(usage)));
+        registry.register_collector(Box::new(RuntimeMetrics));
         Self { registry: Arc::new(registry), http_requests, http_duration, proxy_added }
     }
 
@@ -96,6 +98,25 @@ impl Collector for UsageMetrics {
             dropped.metric_type(),
         )?;
         dropped.encode(metric)
+    }
+}
+
+/// The async runtime's task count, read when scraped: it returns to its resting level once the
+/// requests in flight are done, so a task leaked by some path shows as a rising floor.
+#[derive(Debug)]
+struct RuntimeMetrics;
+
+impl Collector for RuntimeMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Ok(()) };
+        let alive = ConstGauge::new(i64::try_from(runtime.metrics().num_alive_tasks()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "runtime_alive_tasks",
+            "Tasks alive in the server's async runtime (connections, requests, background work)",
+            None,
+            alive.metric_type(),
+        )?;
+        alive.encode(metric)
     }
 }
 

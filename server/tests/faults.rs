@@ -12,7 +12,8 @@
 //!   `audit_unavailable` before anything is forwarded; once PostgreSQL is back the node serves
 //!   again by itself (the time it took is printed).
 //! - A provider that never answers gets 504 `upstream_timeout`, one that resets gets 502
-//!   `upstream_unreachable`; afterwards no connection to either is left open.
+//!   `upstream_unreachable`; afterwards no connection to either is left open, and the server's
+//!   task count returns to where it was before.
 //!
 //! The NATS outage lasts `KEYGUARD_FAULT_NATS_OUTAGE_SECS` (5 s by default, to keep the suite
 //! short; the full figure is `KEYGUARD_FAULT_NATS_OUTAGE_SECS=60 cargo test -p server --test faults -- --nocapture`).
@@ -304,10 +305,17 @@ async fn a_hanging_or_resetting_provider_gets_504_or_502_and_leaves_no_connectio
         projects.push((project, Arc::new(device)));
     }
 
+    // The resting task count, with one pooled connection to the healthy provider and one from
+    // this client; the faulty calls go through a client of their own, dropped afterwards.
+    let (project, device) = &projects[2];
+    let before = api.signed(device, project, "POST", COMPLETIONS, &completion_request("warm")).await.unwrap();
+    assert_eq!(before.status, 200, "{}", before.body);
+    let resting = alive_tasks(&api).await;
+    let faulty = node.api();
     let mut calls = tokio::task::JoinSet::new();
     for n in 0..CALLS {
         for (which, (project, device)) in projects.iter().enumerate().take(2) {
-            let (api, device) = (api.clone(), device.clone());
+            let (api, device) = (faulty.clone(), device.clone());
             let project = Project { id: project.id, raw: project.raw.clone() };
             calls.spawn(async move {
                 let body = completion_request(&format!("faulty-{n}"));
@@ -320,7 +328,7 @@ async fn a_hanging_or_resetting_provider_gets_504_or_502_and_leaves_no_connectio
     while let Some(answer) = calls.join_next().await {
         *answers.entry(answer.unwrap()).or_default() += 1;
     }
-    let (project, device) = &projects[2];
+    drop(faulty);
     let after =
         api.signed(device, project, "POST", COMPLETIONS, &completion_request("healthy")).await.unwrap();
 
@@ -329,8 +337,18 @@ async fn a_hanging_or_resetting_provider_gets_504_or_502_and_leaves_no_connectio
         (open == (0, 0, 0)).then_some(open)
     })
     .await;
+    let tasks = eventually(
+        "the server's tasks to return to their resting count",
+        Duration::from_secs(30),
+        || async {
+            let alive = alive_tasks(&api).await;
+            (alive <= resting).then_some(alive)
+        },
+    )
+    .await;
     println!(
-        "faulty providers: answers {answers:?}; connections accepted: hanging {}, resetting {}; open after: {closed:?}",
+        "faulty providers: answers {answers:?}; connections accepted: hanging {}, resetting {}; open after: {closed:?}; \
+         server tasks {resting} before, {tasks} after",
         hanging.accepted(),
         resetting.accepted(),
     );
@@ -342,4 +360,13 @@ async fn a_hanging_or_resetting_provider_gets_504_or_502_and_leaves_no_connectio
         "a healthy provider still works"
     );
     assert!(hanging.accepted() >= 1 && resetting.accepted() >= 1);
+}
+
+/// `keyguard_runtime_alive_tasks` from the node's `/metrics`.
+async fn alive_tasks(api: &Api) -> i64 {
+    let text = api.text("/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix("keyguard_runtime_alive_tasks "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no task count in /metrics:\n{text}"))
 }

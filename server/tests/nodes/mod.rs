@@ -478,6 +478,13 @@ impl Api {
         Self { base, client }
     }
 
+    /// The text of a successful GET (e.g. `/metrics`).
+    pub async fn text(&self, path: &str) -> String {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await;
+        let response = response.and_then(reqwest::Response::error_for_status);
+        response.unwrap_or_else(|e| panic!("{path}: {e}")).text().await.expect("a text body")
+    }
+
     /// A JSON request; the status and the JSON body (`null` when empty), or the transport error.
     pub async fn try_call(
         &self,
