@@ -103,17 +103,17 @@ pub fn provide_csp_nonce() {
 }
 
 /// The outermost middleware: refuses oversized headers, and puts the security headers on every
-/// response (and a JSON body on a 413 that some inner layer answered in plain text).
-pub async fn harden(
-    State(hardening): State<ResponseHardening>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// response (and a JSON body on a 413 that some inner layer answered in plain text). A refused
+/// body is read to its end (up to [`DRAIN_MAX_BYTES`]) before the 413 goes out: a server that
+/// closes the connection on unread data resets it, and the client may then lose the answer.
+pub async fn harden(State(hardening): State<ResponseHardening>, request: Request, next: Next) -> Response {
     let header_bytes: usize =
         request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip());
     let tls = hardening.behind_tls(peer, request.headers());
     let nonce = Nonce::new();
+    // Kept within reach, so that what a refused body still holds can be read before answering.
+    let (mut request, unread) = keep_body(request);
     let mut response = if header_bytes > hardening.max_header_bytes {
         error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -124,6 +124,11 @@ pub async fn harden(
         request.extensions_mut().insert(CspNonce(nonce.clone()));
         next.run(request).await
     };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && let Some(unread) = unread
+    {
+        drain(unread).await;
+    }
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE && !is_json(response.headers()) {
         let extra = std::mem::take(response.headers_mut());
         response =
@@ -191,6 +196,69 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 fn is_body_header(name: &HeaderName) -> bool {
     [header::CONTENT_TYPE, header::CONTENT_LENGTH, header::TRANSFER_ENCODING].contains(name)
+}
+
+/// Most of a refused body read (and discarded) before its 413 is sent; a larger body gets the
+/// answer at once, and possibly a reset connection.
+pub const DRAIN_MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Longest wait for a refused body's remaining bytes.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A request body the handler reads while this middleware keeps a hold on it.
+struct Shared(Arc<std::sync::Mutex<axum::body::Body>>);
+
+impl Shared {
+    fn body(&self) -> std::sync::MutexGuard<'_, axum::body::Body> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl http_body::Body for Shared {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut *self.body()).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body().is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body().size_hint()
+    }
+}
+
+/// The request with its body behind a [`Shared`] hold, and the hold; a request without a body
+/// is left as it is.
+fn keep_body(request: Request) -> (Request, Option<Arc<std::sync::Mutex<axum::body::Body>>>) {
+    use http_body::Body as _;
+    if request.body().size_hint().exact() == Some(0) {
+        return (request, None);
+    }
+    let (parts, body) = request.into_parts();
+    let hold = Arc::new(std::sync::Mutex::new(body));
+    (Request::from_parts(parts, axum::body::Body::new(Shared(hold.clone()))), Some(hold))
+}
+
+/// Reads what a refused body still holds, within [`DRAIN_MAX_BYTES`] and [`DRAIN_TIMEOUT`].
+async fn drain(hold: Arc<std::sync::Mutex<axum::body::Body>>) {
+    use http_body::Body as _;
+    let mut body = Shared(hold);
+    let read = async {
+        let mut total = 0usize;
+        while total <= DRAIN_MAX_BYTES {
+            match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => total += frame.data_ref().map_or(0, |data| data.len()),
+                _ => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, read).await;
 }
 
 #[cfg(test)]

@@ -224,7 +224,41 @@ async fn oversized_headers_and_bodies_are_refused(backend: Backend) {
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
+/// A client that sends a whole oversized body before reading gets its 413: the server reads the
+/// refused body to its end instead of closing on unread data (which resets the connection).
+async fn a_refused_body_is_read_before_the_413_so_the_client_gets_it(backend: Backend) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = TestApp::spawn(backend).await;
+    let body = vec![b' '; 3 * 1024 * 1024];
+    for path in ["/api/v1/auth/login", "/api/v1/keyguard/enroll"] {
+        let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             x-keyguard-api-key: kg_1733668200000_abcdefghijklmnopqrstuvwxyz012345\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            app.addr,
+            body.len()
+        );
+        socket.write_all(head.as_bytes()).await.unwrap();
+        // A client on a slow link: the body arrives in pieces, with pauses (the scenario, not a
+        // wait for a condition), so the server cannot find it all there when it refuses.
+        for piece in body.chunks(64 * 1024) {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            socket
+                .write_all(piece)
+                .await
+                .unwrap_or_else(|e| panic!("{path}: the server stopped reading: {e}"));
+        }
+        let mut answer = Vec::new();
+        socket.read_to_end(&mut answer).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{path}: {answer}");
+        assert!(answer.contains("payload_too_large"), "{path}: {answer}");
+    }
+}
+
 on_both_backends!(
+    a_refused_body_is_read_before_the_413_so_the_client_gets_it,
     every_response_is_hardened,
     each_page_gets_its_own_nonce_and_only_its_scripts_run,
     hsts_only_behind_tls,
