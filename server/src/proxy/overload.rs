@@ -13,7 +13,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower::layer::util::{Identity, Stack};
-use tower::limit::ConcurrencyLimitLayer;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::{BoxError, ServiceBuilder};
 
@@ -23,12 +23,14 @@ type Refuse = fn(BoxError) -> std::future::Ready<Response>;
 pub fn limit(
     max_in_flight: usize,
 ) -> ServiceBuilder<
-    Stack<ConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<HandleErrorLayer<Refuse, ()>, Identity>>>,
+    Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<HandleErrorLayer<Refuse, ()>, Identity>>>,
 > {
     ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refuse as Refuse))
         .load_shed()
-        .concurrency_limit(max_in_flight.max(1))
+        // One semaphore for every service the layer wraps (axum applies a route's layer to each
+        // of its methods), not one each.
+        .layer(GlobalConcurrencyLimitLayer::new(max_in_flight.max(1)))
 }
 
 /// Load shedding is the only error these layers raise.
