@@ -19,12 +19,12 @@ use tower::{BoxError, ServiceBuilder};
 
 type Refuse = fn(BoxError) -> std::future::Ready<Response>;
 
+/// The layers, outermost first: the refusal's response, shedding, the limit.
+type Limit =
+    Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<HandleErrorLayer<Refuse, ()>, Identity>>>;
+
 /// The proxy route's layer: at most `max_in_flight` requests at once; the rest are refused.
-pub fn limit(
-    max_in_flight: usize,
-) -> ServiceBuilder<
-    Stack<GlobalConcurrencyLimitLayer, Stack<LoadShedLayer, Stack<HandleErrorLayer<Refuse, ()>, Identity>>>,
-> {
+pub fn limit(max_in_flight: usize) -> ServiceBuilder<Limit> {
     ServiceBuilder::new()
         .layer(HandleErrorLayer::new(refuse as Refuse))
         .load_shed()
