@@ -117,12 +117,15 @@ pub async fn provision(
     let project_key = created["rawKey"].as_str().context("rawKey")?.to_owned();
     let api_key_id = created["key"]["id"].as_str().context("key id")?.to_owned();
     // Every check on: the rate limit is counted on each request (high enough never to refuse).
+    // The default 120 s window: nonces are kept twice that, so under steady load the nonce store
+    // reaches its full size after 4 minutes, well within a 10-minute soak (the soak signs each
+    // minute's requests just before sending them).
     let (status, body) = api
         .call(
             reqwest::Method::PUT,
             "/api/v1/policies/global",
             Some(&token),
-            json!({ "settings": { "requestsPerMinute": 100_000_000u32, "timestampWindowSeconds": 300 } }),
+            json!({ "settings": { "requestsPerMinute": 100_000_000u32, "timestampWindowSeconds": 120 } }),
         )
         .await?;
     if status != 200 {

@@ -81,6 +81,11 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// The whole exchange, until the last byte of a streamed answer.
     pub timeout: Duration,
+    /// `KEYGUARD_MAX_IN_FLIGHT`: proxied requests waiting for the gate or for their provider's
+    /// answer at once; past it a request is refused with 503 instead of queued (see
+    /// `proxy::overload`). Allow for the providers' answer times: at 100 requests/s with answers
+    /// taking 10 s, 1 000 are in flight.
+    pub max_in_flight: usize,
 }
 
 impl UpstreamConfig {
@@ -204,7 +209,11 @@ impl Config {
                 10,
             )?,
             timeout: seconds("KEYGUARD_UPSTREAM_TIMEOUT_SECS", get("KEYGUARD_UPSTREAM_TIMEOUT_SECS"), 600)?,
+            max_in_flight: parse_or("KEYGUARD_MAX_IN_FLIGHT", get("KEYGUARD_MAX_IN_FLIGHT"), 1_024usize)?,
         };
+        if upstream.max_in_flight == 0 {
+            return Err(ConfigError::new("KEYGUARD_MAX_IN_FLIGHT", "must be at least 1".to_owned()));
+        }
         let mode = match get("KEYGUARD_AUDIT_MODE").unwrap_or("async") {
             "async" => AuditMode::Async,
             "strict" => AuditMode::Strict,
@@ -485,6 +494,7 @@ mod tests {
     fn defaults_need_no_services() {
         let config = config(&[]).unwrap();
         assert_eq!(config.database, DatabaseConfig::Sqlite { path: PathBuf::from("./data/keyguard.db") });
+        assert_eq!(config.upstream.max_in_flight, 1_024);
         assert_eq!(config.listen_addr, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(config.log_format, LogFormat::Text);
     }
@@ -519,6 +529,8 @@ mod tests {
             ("KEYGUARD_DATABASE_URL", "postgres://"),
             ("KEYGUARD_DATABASE_MAX_CONNECTIONS", "0"),
             ("KEYGUARD_DATABASE_MAX_CONNECTIONS", "many"),
+            ("KEYGUARD_MAX_IN_FLIGHT", "0"),
+            ("KEYGUARD_MAX_IN_FLIGHT", "-1"),
             ("LEPTOS_SITE_ADDR", "localhost"),
             ("KEYGUARD_LOG_FORMAT", "xml"),
             ("KEYGUARD_LOG", "info,[[["),

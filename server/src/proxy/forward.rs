@@ -143,6 +143,10 @@ impl IntoResponse for ProxyFailure {
     }
 }
 
+/// Idle upstream connections kept per provider host: enough for the steady state of a busy node
+/// (5 000 requests/s answered in 20 ms keep about 100 busy).
+const MAX_IDLE_PER_HOST: usize = 256;
+
 /// The proxy's HTTP client and upstream settings, built once per process.
 #[derive(Debug, Clone)]
 pub struct Forwarder {
@@ -158,8 +162,16 @@ impl Forwarder {
             // A redirect is the client's to follow (or not), with its own credentials.
             .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(std::time::Duration::from_secs(90))
+            // After a burst, every connection it opened would otherwise stay pooled (with its
+            // buffers) for the idle timeout; beyond this many per provider host they are closed.
+            .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
             .build()?;
         Ok(Self { client, upstream: upstream.clone() })
+    }
+
+    /// Most proxied requests in flight at once (`KEYGUARD_MAX_IN_FLIGHT`).
+    pub fn max_in_flight(&self) -> usize {
+        self.upstream.max_in_flight
     }
 
     /// Sends the request to the admitted key's provider and streams its answer back. Failures to

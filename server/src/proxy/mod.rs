@@ -5,6 +5,7 @@ pub mod enroll;
 pub mod forward;
 pub mod gate_http;
 mod metered;
+pub mod overload;
 pub mod providers;
 pub mod verify_test;
 
@@ -22,6 +23,6 @@ pub fn router(state: AppState) -> Router<AppState> {
         // (and audited) as a bad signature rather than a 405.
         .route("/keyguard/verify-test", any(verify_test::verify_test))
         // `/proxy/{provider}/{path}` too: the handler reads the first segment itself.
-        .route("/proxy/{*path}", any(forward::proxy))
+        .route("/proxy/{*path}", any(forward::proxy).layer(overload::limit(state.proxy.max_in_flight())))
         .route_layer(from_fn_with_state(state, crate::metrics::track))
 }

@@ -179,6 +179,7 @@ mod tests {
             azure_base_url: Some("https://contoso.openai.azure.com".to_owned()),
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            max_in_flight: 16,
         }
     }
 
