@@ -206,10 +206,14 @@ impl Projections {
 
     /// Each projection's checkpoint (0 before its first event).
     pub async fn checkpoints(&self) -> Result<HashMap<Projection, i64>, ProjectionError> {
+        let stored = self.stored_checkpoints().await?;
+        Ok(Projection::ALL.into_iter().map(|p| (p, stored.get(p.name()).copied().unwrap_or(0))).collect())
+    }
+
+    async fn stored_checkpoints(&self) -> Result<HashMap<String, i64>, ProjectionError> {
         let rows: Vec<(String, i64)> =
             sql::fetch_all(&self.db, "SELECT name, position FROM projection_checkpoints", vec![]).await?;
-        let stored: HashMap<String, i64> = rows.into_iter().collect();
-        Ok(Projection::ALL.into_iter().map(|p| (p, stored.get(p.name()).copied().unwrap_or(0))).collect())
+        Ok(rows.into_iter().collect())
     }
 
     /// Applies what is readable now and keeps polling until everything committed at the start is
@@ -241,7 +245,15 @@ impl Projections {
     async fn apply_available(&self) -> Result<i64, ProjectionError> {
         self.ensure_checkpoints().await?;
         loop {
-            let checkpoints = self.checkpoints().await?;
+            let stored = self.stored_checkpoints().await?;
+            if Projection::ALL.iter().any(|p| !stored.contains_key(p.name())) {
+                // A checkpoint row went away meanwhile (a projection reset by hand, a restore):
+                // its claim could never succeed, so put it back (at 0: replay) before going on.
+                self.ensure_checkpoints().await?;
+                continue;
+            }
+            let checkpoints: HashMap<Projection, i64> =
+                Projection::ALL.into_iter().map(|p| (p, stored[p.name()])).collect();
             let from = checkpoints.values().copied().min().unwrap_or(0);
             let batch = self.log.read_after(from, self.config.batch_size).await?;
             let Some(last) = batch.last().map(|e| e.position) else {
