@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DurationRound as _, SecondsFormat, TimeDelta, Utc};
 use domain::device::{Device, DeviceCommand, DeviceStatus};
 use domain::metadata::{Actor, EventMetadata};
 use domain::policy::PolicyScope;
@@ -21,7 +21,7 @@ use services::read_models::audit::AuditFilter;
 use services::read_models::devices::{DeviceFilter, StatusCounts};
 use services::read_models::users::UserFilter;
 use services::read_models::{self, PageRequest, api_keys, audit, devices, enrollment_codes, policies, users};
-use services::store::Database;
+use services::store::{BatchEvent, Database};
 use support::events::{
     READ_MODEL_TABLES, count, dump, enroll, eventually, metadata, read_all, scenario, sealed,
 };
@@ -462,7 +462,92 @@ async fn audit_records_travel_like_any_event(backend: Backend) {
     assert_eq!(read_models::users::count(db).await.unwrap(), 0);
 }
 
+/// A usage batch as the proxy writes it, one record per `(device, status, completed, at)`.
+async fn usage_batch(db: &Database, api_key: Uuid, records: &[(Uuid, u16, bool, chrono::DateTime<Utc>)]) {
+    let events: Vec<BatchEvent> = (0u64..)
+        .zip(records)
+        .map(|(n, (device, status, completed, at))| BatchEvent {
+            event_type: "RequestCompleted".into(),
+            event_version: "1.0".into(),
+            payload_json: serde_json::json!({
+                "type": "RequestCompleted",
+                "api_key_id": api_key,
+                "device_id": device,
+                "key_id": "kid",
+                "provider": "openai",
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "status": status,
+                "completed": completed,
+                "streamed": false,
+                "tokens_in": 10 + n,
+                "tokens_out": 100 + n,
+                "bytes_in": 1,
+                "bytes_out": 2,
+                "latency_ms": 3,
+                "at": at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            })
+            .to_string(),
+        })
+        .collect();
+    let metadata = serde_json::to_string(&metadata(Actor::system("proxy"), "usage")).unwrap();
+    db.append_batch("usage_batch", &Uuid::new_v4().to_string(), &events, &metadata).await.unwrap();
+}
+
+/// Usage records are counted a run at a time (one write per device, key and hour); the rows must
+/// be those of counting them one by one, whatever falls between the runs.
+async fn usage_counted_in_runs_equals_one_record_at_a_time(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let db = &test.db;
+    let s = scenario(db).await;
+    let hour = (Utc::now() - TimeDelta::hours(3)).duration_trunc(TimeDelta::hours(1)).unwrap();
+    let (a, b) = (s.device, s.second_device);
+    usage_batch(
+        db,
+        s.api_key,
+        &[
+            (a, 200, true, hour),
+            (b, 502, true, hour + TimeDelta::minutes(70)),
+            (a, 200, false, hour + TimeDelta::minutes(65)),
+            (a, 200, true, hour + TimeDelta::minutes(5)),
+        ],
+    )
+    .await;
+    // Between two runs: an event that changes a device, so a run cannot swallow it.
+    let devices = db.cqrs::<Device>(vec![], ());
+    let reactivate = DeviceCommand::Reactivate { by: Actor::User { id: s.admin }, at: Utc::now() };
+    devices
+        .execute_with_metadata(&a.to_string(), reactivate, metadata(Actor::User { id: s.admin }, "r"))
+        .await
+        .unwrap();
+    usage_batch(db, s.api_key, &[(b, 200, true, hour + TimeDelta::minutes(61)), (a, 404, true, hour)]).await;
+
+    let runs = projections(db);
+    runs.catch_up().await.unwrap();
+    let tables = ["devices", "api_keys", "traffic_hourly", "audit_log"];
+    let counted_in_runs = dump(db, &tables).await;
+    let one_at_a_time =
+        Projections::new(db.clone(), ProjectionsConfig { batch_size: 1, ..Default::default() });
+    one_at_a_time.rebuild().await.unwrap();
+    assert_eq!(dump(db, &tables).await, counted_in_runs);
+
+    let device = devices::get(db, a).await.unwrap().unwrap();
+    assert_eq!(device.status, DeviceStatus::Active.as_str());
+    // Tokens: records 0, 2, 3 of the first batch and 1 of the second.
+    assert_eq!((device.request_count, device.error_count), (4, 2), "{device:?}");
+    assert_eq!((device.tokens_in, device.tokens_out), (10 + 12 + 13 + 11, 100 + 102 + 103 + 101));
+    assert_eq!(
+        device.last_seen_at.map(|t| t.timestamp_millis()),
+        Some((hour + TimeDelta::minutes(65)).timestamp_millis())
+    );
+    let key = api_keys::get(db, s.api_key).await.unwrap().unwrap();
+    assert_eq!((key.request_count, key.error_count), (6, 3), "{key:?}");
+    let traffic = dump(db, &["traffic_hourly"]).await["traffic_hourly"].len();
+    assert_eq!(traffic, 2, "two hours of traffic");
+}
+
 on_both_backends!(
+    usage_counted_in_runs_equals_one_record_at_a_time,
     domain_commands_produce_the_expected_read_models,
     rebuild_reproduces_identical_read_models,
     an_interrupted_catch_up_applies_every_event_exactly_once,

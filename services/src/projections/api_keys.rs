@@ -4,7 +4,6 @@
 
 use domain::api_key::ApiKeyEvent;
 
-use super::devices::Usage;
 use super::{ProjectionError, decode};
 use crate::events::StoredEvent;
 use crate::read_models::sql::{Tx, args};
@@ -13,17 +12,7 @@ pub(super) const KEY_TABLES: &[&str] = &["api_keys"];
 pub(super) const CODE_TABLES: &[&str] = &["enrollment_codes"];
 
 pub(super) async fn apply_keys(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if let Some(usage) = Usage::of("api_keys", event) {
-        tx.execute(
-            "UPDATE api_keys SET request_count = request_count + 1, tokens_in = tokens_in + $1, \
-             tokens_out = tokens_out + $2, error_count = error_count + $3, \
-             last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $4 THEN $4 ELSE last_used_at END \
-             WHERE id = $5",
-            args![usage.tokens_in(), usage.tokens_out(), usage.errors(), usage.at, usage.api_key_id],
-        )
-        .await?;
-        return Ok(());
-    }
+    // Usage records are counted in runs by `Projection::apply_all`.
     if event.aggregate_type != "api_key" {
         return Ok(());
     }

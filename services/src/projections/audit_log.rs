@@ -7,14 +7,27 @@ use serde_json::Value;
 use super::ProjectionError;
 use crate::audit::{AUDIT_RECORD_TYPE, AuditOutcome};
 use crate::events::StoredEvent;
-use crate::read_models::sql::{Tx, args};
+use crate::read_models::sql::{Arg, Tx, args};
 use crate::usage::USAGE_BATCH_TYPE;
 
 pub(super) const TABLES: &[&str] = &["audit_log"];
 
-/// One row for `event`; secrets in its payload are redacted (the audit trail shows that they
-/// changed, not what they are).
-pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
+/// One row per event, in order; secrets in their payloads are redacted (the audit trail shows that
+/// they changed, not what they are). A batch of events is one statement (or a few).
+pub(super) async fn apply(tx: &mut Tx, events: &[&StoredEvent]) -> Result<(), ProjectionError> {
+    tx.insert_rows(
+        "INSERT INTO audit_log (position, event_id, aggregate_type, aggregate_id, sequence, event_type, \
+         actor_type, actor_id, ip, user_agent, request_id, outcome, summary, device_id, api_key_id, payload, at) \
+         VALUES",
+        "($, $, $, $, $, $, $, $, $, $, $, $, $, $, $, $, $)",
+        "",
+        events.iter().map(|event| row(event)).collect(),
+    )
+    .await?;
+    Ok(())
+}
+
+fn row(event: &StoredEvent) -> Vec<Arg> {
     // The typed form when it parses; the raw keys otherwise, so an odd record is still shown.
     let typed = EventMetadata::from_map(&event.metadata).ok();
     let raw = |key: &str| event.metadata.get(key).cloned();
@@ -35,32 +48,25 @@ pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), Projec
     } else {
         AuditOutcome::Success.as_str().to_owned()
     };
-    tx.execute(
-        "INSERT INTO audit_log (position, event_id, aggregate_type, aggregate_id, sequence, event_type, \
-         actor_type, actor_id, ip, user_agent, request_id, outcome, summary, device_id, api_key_id, payload, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        args![
-            event.position,
-            event.event_id,
-            &event.aggregate_type,
-            &event.aggregate_id,
-            event.sequence,
-            &event.event_type,
-            actor_type,
-            actor_id,
-            ip,
-            raw(keys::USER_AGENT),
-            raw(keys::REQUEST_ID),
-            outcome,
-            summary(event),
-            device_id,
-            api_key_id,
-            crate::events::redacted(event.payload.clone()),
-            at,
-        ],
-    )
-    .await?;
-    Ok(())
+    args![
+        event.position,
+        event.event_id,
+        &event.aggregate_type,
+        &event.aggregate_id,
+        event.sequence,
+        &event.event_type,
+        actor_type,
+        actor_id,
+        ip,
+        raw(keys::USER_AGENT),
+        raw(keys::REQUEST_ID),
+        outcome,
+        summary(event),
+        device_id,
+        api_key_id,
+        crate::events::redacted(event.payload.clone()),
+        at,
+    ]
 }
 
 /// The device and API key an event concerns, for the audit log's filters.

@@ -35,10 +35,15 @@ impl Usage {
     /// logged and left uncounted rather than halting the projection: a halted devices projection
     /// would also stop suspensions and revocations from reaching the proxy.
     pub(super) fn of(projection: &'static str, event: &StoredEvent) -> Option<Self> {
-        if event.aggregate_type != USAGE_BATCH_TYPE || event.event_type != REQUEST_COMPLETED {
+        if !Self::is_usage(event) {
             return None;
         }
         Self::decode(projection, event)
+    }
+
+    /// Whether the event is a usage record (whether or not it parses).
+    pub(super) fn is_usage(event: &StoredEvent) -> bool {
+        event.aggregate_type == USAGE_BATCH_TYPE && event.event_type == REQUEST_COMPLETED
     }
 
     /// The usage record of an event removed by the retention policy, read from its parts.
@@ -78,9 +83,7 @@ fn saturating(tokens: Option<u64>) -> i64 {
 }
 
 pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
-    if let Some(usage) = Usage::of("devices", event) {
-        return count_usage(tx, &usage).await;
-    }
+    // Usage records are counted in runs by `Projection::apply_all`.
     if event.aggregate_type != "device" {
         return Ok(());
     }
@@ -151,18 +154,6 @@ pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), Projec
 
 /// One more request for the device; `last_seen_at` only moves forward (batches from several
 /// nodes may arrive out of order).
-async fn count_usage(tx: &mut Tx, usage: &Usage) -> Result<(), ProjectionError> {
-    tx.execute(
-        "UPDATE devices SET request_count = request_count + 1, tokens_in = tokens_in + $1, \
-         tokens_out = tokens_out + $2, token_count = token_count + $1 + $2, error_count = error_count + $3, \
-         last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < $4 THEN $4 ELSE last_seen_at END \
-         WHERE id = $5",
-        args![usage.tokens_in(), usage.tokens_out(), usage.errors(), usage.at, usage.device_id],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn set_status(
     tx: &mut Tx,
     id: &str,

@@ -64,11 +64,29 @@ impl UsageTotals {
         let Some(usage) = Usage::from_payload(event_type, payload) else {
             return false;
         };
-        self.devices.entry(usage.device_id).or_default().add(&usage);
-        self.api_keys.entry(usage.api_key_id).or_default().add(&usage);
-        let hour = hour_start(usage.at).to_rfc3339();
-        self.traffic.entry(format!("{hour}|{}", usage.provider)).or_default().add(&usage);
+        self.count(&usage);
         true
+    }
+
+    /// Counts one usage record.
+    pub(super) fn count(&mut self, usage: &Usage) {
+        self.devices.entry(usage.device_id).or_default().add(usage);
+        self.api_keys.entry(usage.api_key_id).or_default().add(usage);
+        let hour = hour_start(usage.at).to_rfc3339();
+        self.traffic.entry(format!("{hour}|{}", usage.provider)).or_default().add(usage);
+    }
+
+    /// Adds the totals to `projection`'s counters and empties them; `false` (and nothing
+    /// written) when the projection keeps no counters.
+    pub(super) async fn add_to(&mut self, projection: Projection, tx: &mut Tx) -> Result<bool, sqlx::Error> {
+        match projection {
+            Projection::Devices => self.write_devices(tx, 1).await?,
+            Projection::ApiKeys => self.write_api_keys(tx, 1).await?,
+            Projection::Traffic => self.write_traffic(tx, 1).await?,
+            _ => return Ok(false),
+        }
+        *self = Self::default();
+        Ok(true)
     }
 
     /// Takes the totals off the counters (the removed events had been counted).
@@ -154,16 +172,13 @@ pub(super) async fn apply(
     tx: &mut Tx,
     event: &StoredEvent,
 ) -> Result<bool, ProjectionError> {
-    let Some(totals) = totals(event)? else {
+    if !projection.counts_usage() {
+        return Ok(false);
+    }
+    let Some(mut totals) = totals(event)? else {
         return Ok(false);
     };
-    match projection {
-        Projection::Devices => totals.write_devices(tx, 1).await?,
-        Projection::ApiKeys => totals.write_api_keys(tx, 1).await?,
-        Projection::Traffic => totals.write_traffic(tx, 1).await?,
-        _ => return Ok(false),
-    }
-    Ok(true)
+    Ok(totals.add_to(projection, tx).await?)
 }
 
 /// The totals a retention event carries, if this is one.

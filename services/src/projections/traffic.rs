@@ -22,7 +22,6 @@ use domain::metadata::EventMetadata;
 use serde_json::Value;
 
 use super::ProjectionError;
-use super::devices::Usage;
 use crate::audit::AUDIT_RECORD_TYPE;
 use crate::events::StoredEvent;
 use crate::gate::{REJECTED_KIND, SUPPRESSED_KIND};
@@ -31,69 +30,34 @@ use crate::read_models::traffic::hour_start;
 
 pub(super) const TABLES: &[&str] = &["traffic_hourly"];
 
-/// What one event adds to one row of the rollup.
+/// The refusals one audit record adds to the rollup (under provider `""`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Delta {
     hour: DateTime<Utc>,
-    provider: String,
-    requests: i64,
-    errors: i64,
     rejections: i64,
-    tokens_in: i64,
-    tokens_out: i64,
 }
 
+/// Counts the gate's refusals; forwarded requests are counted in runs by
+/// `Projection::apply_all` (`UsageTotals`).
 pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), ProjectionError> {
     let Some(delta) = delta(event) else {
         return Ok(());
     };
     tx.execute(
         "INSERT INTO traffic_hourly (hour, provider, requests, errors, rejections, tokens_in, tokens_out) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) \
-         ON CONFLICT (hour, provider) DO UPDATE SET \
-         requests = traffic_hourly.requests + excluded.requests, \
-         errors = traffic_hourly.errors + excluded.errors, \
-         rejections = traffic_hourly.rejections + excluded.rejections, \
-         tokens_in = traffic_hourly.tokens_in + excluded.tokens_in, \
-         tokens_out = traffic_hourly.tokens_out + excluded.tokens_out",
-        args![
-            delta.hour,
-            delta.provider,
-            delta.requests,
-            delta.errors,
-            delta.rejections,
-            delta.tokens_in,
-            delta.tokens_out,
-        ],
+         VALUES ($1, '', 0, 0, $2, 0, 0) \
+         ON CONFLICT (hour, provider) DO UPDATE SET rejections = traffic_hourly.rejections + excluded.rejections",
+        args![delta.hour, delta.rejections],
     )
     .await?;
     Ok(())
 }
 
 fn delta(event: &StoredEvent) -> Option<Delta> {
-    if let Some(usage) = Usage::of("traffic", event) {
-        return Some(Delta {
-            hour: hour_start(usage.at),
-            requests: 1,
-            errors: usage.errors(),
-            rejections: 0,
-            tokens_in: usage.tokens_in(),
-            tokens_out: usage.tokens_out(),
-            provider: usage.provider,
-        });
-    }
     let rejections = rejections(event)?;
     // When the record was made, as the audit log shows it.
     let at = EventMetadata::from_map(&event.metadata).map(|m| m.at).unwrap_or(event.recorded_at);
-    Some(Delta {
-        hour: hour_start(at),
-        provider: String::new(),
-        requests: 0,
-        errors: 0,
-        rejections,
-        tokens_in: 0,
-        tokens_out: 0,
-    })
+    Some(Delta { hour: hour_start(at), rejections })
 }
 
 /// How many refused signed requests an audit record stands for (see the module's docs).
@@ -121,6 +85,8 @@ mod tests {
 
     use super::*;
     use crate::gate::ENROLLMENT_REJECTED_KIND;
+    use crate::projections::devices::Usage;
+    use crate::projections::retained::{Counts, UsageTotals};
     use crate::usage::{REQUEST_COMPLETED, USAGE_BATCH_TYPE};
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -164,19 +130,26 @@ mod tests {
         event(AUDIT_RECORD_TYPE, kind, payload, at(recorded_at))
     }
 
+    /// The rollup row a single usage event adds to.
+    fn counted(event: &StoredEvent) -> (String, Counts) {
+        let mut totals = UsageTotals::default();
+        totals.count(&Usage::of("traffic", event).unwrap());
+        totals.traffic.into_iter().next().unwrap()
+    }
+
     #[test]
     fn a_request_counts_in_the_hour_it_was_made_not_when_it_was_stored() {
-        let d = delta(&usage(200, true, "2024-05-06T13:59:59.900Z", "2024-05-06T14:00:00.100Z")).unwrap();
+        let (row, counts) =
+            counted(&usage(200, true, "2024-05-06T13:59:59.900Z", "2024-05-06T14:00:00.100Z"));
+        assert_eq!(row, "2024-05-06T13:00:00+00:00|anthropic");
         assert_eq!(
-            d,
-            Delta {
-                hour: at("2024-05-06T13:00:00Z"),
-                provider: "anthropic".to_owned(),
+            counts,
+            Counts {
                 requests: 1,
                 errors: 0,
-                rejections: 0,
                 tokens_in: 30,
                 tokens_out: 4,
+                last_at: Some(at("2024-05-06T13:59:59.900Z")),
             }
         );
     }
@@ -184,17 +157,23 @@ mod tests {
     #[test]
     fn errors_follow_the_devices_rule() {
         let when = "2024-05-06T13:00:00Z";
-        assert_eq!(delta(&usage(399, true, when, when)).unwrap().errors, 0);
-        assert_eq!(delta(&usage(400, true, when, when)).unwrap().errors, 1);
-        assert_eq!(delta(&usage(502, true, when, when)).unwrap().errors, 1);
-        assert_eq!(delta(&usage(200, false, when, when)).unwrap().errors, 1);
+        assert_eq!(counted(&usage(399, true, when, when)).1.errors, 0);
+        assert_eq!(counted(&usage(400, true, when, when)).1.errors, 1);
+        assert_eq!(counted(&usage(502, true, when, when)).1.errors, 1);
+        assert_eq!(counted(&usage(200, false, when, when)).1.errors, 1);
+    }
+
+    #[test]
+    fn usage_records_are_not_rejections() {
+        let when = "2024-05-06T13:00:00Z";
+        assert_eq!(delta(&usage(200, true, when, when)), None);
     }
 
     #[test]
     fn gate_refusals_count_as_many_rejections_as_they_stand_for() {
         let when = "2024-05-06T08:30:00Z";
         let single = delta(&audit(REJECTED_KIND, json!({ "reason": "bad_signature" }), when)).unwrap();
-        assert_eq!((single.rejections, single.requests, single.provider.as_str()), (1, 0, ""));
+        assert_eq!(single.rejections, 1);
         assert_eq!(single.hour, at("2024-05-06T08:00:00Z"));
         let coalesced = audit(REJECTED_KIND, json!({ "reason": "bad_signature", "repeated": 41 }), when);
         assert_eq!(delta(&coalesced).unwrap().rejections, 41);

@@ -99,6 +99,40 @@ fn sqlite_args(args: Vec<Arg>) -> Result<SqliteArguments<'static>, sqlx::Error> 
     Ok(out)
 }
 
+/// The row counts of multi-row inserts, largest first; any count is a sum of them.
+const ROWS_PER_STATEMENT: [usize; 4] = [64, 16, 4, 1];
+
+/// `head (row), (row), … tail` for `rows` rows, each `$` of `row` numbered in order (`$1`, `$2`,
+/// … on PostgreSQL, `?` on SQLite).
+fn multi_row_sql(head: &str, row: &str, tail: &str, rows: usize, numbered: bool) -> String {
+    let mut sql = String::with_capacity(head.len() + tail.len() + rows * (row.len() + 16));
+    sql.push_str(head);
+    let mut n = 0;
+    for i in 0..rows {
+        sql.push_str(if i == 0 { " " } else { ", " });
+        for part in row.split_inclusive('$') {
+            match part.strip_suffix('$') {
+                Some(before) if numbered => {
+                    n += 1;
+                    sql.push_str(before);
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+                Some(before) => {
+                    sql.push_str(before);
+                    sql.push('?');
+                }
+                None => sql.push_str(part),
+            }
+        }
+    }
+    if !tail.is_empty() {
+        sql.push(' ');
+        sql.push_str(tail);
+    }
+    sql
+}
+
 /// A transaction on whichever backend the database is.
 pub(crate) enum Tx {
     Postgres(sqlx::Transaction<'static, Postgres>),
@@ -123,6 +157,41 @@ impl Tx {
                 sqlx::query_with(sql, sqlite_args(args)?).execute(&mut **tx).await?.rows_affected()
             }
         })
+    }
+
+    /// Inserts `rows` with a few multi-row statements: `head` is the statement up to `VALUES`,
+    /// `row` one row's values with `$` where each bind value goes (`($, $::json)`), `tail` what
+    /// follows the rows (`ON CONFLICT …`, or empty). Rows keep their order. Returns the number of
+    /// rows changed.
+    ///
+    /// Statements hold [`ROWS_PER_STATEMENT`] rows (the rest in smaller steps of the same sizes), so
+    /// that only a handful of texts exist per insert and each is prepared once per connection.
+    /// SQLite gets anonymous `?` placeholders: it looks numbered ones up by name, one by one.
+    pub(crate) async fn insert_rows(
+        &mut self,
+        head: &str,
+        row: &str,
+        tail: &str,
+        rows: Vec<Vec<Arg>>,
+    ) -> Result<u64, sqlx::Error> {
+        let mut changed = 0;
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let remaining = rows.len();
+            let size = ROWS_PER_STATEMENT.into_iter().find(|size| *size <= remaining).unwrap_or(1);
+            let chunk: Vec<Vec<Arg>> = rows.by_ref().take(size).collect();
+            let sql = multi_row_sql(head, row, tail, size, matches!(self, Tx::Postgres(_)));
+            let args = chunk.into_iter().flatten().collect();
+            changed += match self {
+                Tx::Postgres(tx) => {
+                    sqlx::query_with(&sql, pg_args(args)?).execute(&mut **tx).await?.rows_affected()
+                }
+                Tx::Sqlite(tx) => {
+                    sqlx::query_with(&sql, sqlite_args(args)?).execute(&mut **tx).await?.rows_affected()
+                }
+            };
+        }
+        Ok(changed)
     }
 
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
@@ -223,5 +292,22 @@ impl Where {
 
     pub(crate) fn sql(&self) -> String {
         if self.clauses.is_empty() { String::new() } else { format!(" WHERE {}", self.clauses.join(" AND ")) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_statements_number_their_values_in_order() {
+        assert_eq!(
+            multi_row_sql("INSERT INTO t (a, b) VALUES", "($, $::json)", "ON CONFLICT DO NOTHING", 2, true),
+            "INSERT INTO t (a, b) VALUES ($1, $2::json), ($3, $4::json) ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            multi_row_sql("INSERT INTO t (a, b) VALUES", "($, $)", "", 2, false),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
     }
 }

@@ -253,21 +253,16 @@ impl crate::read_models::sql::Tx {
     ) -> Result<(), sqlx::Error> {
         use crate::read_models::sql::args;
         // PostgreSQL's columns are `json`: the text parameters need the cast there.
-        let sql = match self {
-            Self::Postgres(_) => {
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                 payload, metadata) VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)"
-            }
-            Self::Sqlite(_) => {
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-                 payload, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            }
+        let row = match self {
+            Self::Postgres(_) => "($, $, $, $, $, $::json, $::json)",
+            Self::Sqlite(_) => "($, $, $, $, $, $, $)",
         };
         let linked = link_batch(aggregate_type, aggregate_id, events, metadata_json)
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        for ((sequence, event), metadata) in (1i64..).zip(events).zip(linked) {
-            self.execute(
-                sql,
+        let rows = (1i64..)
+            .zip(events)
+            .zip(linked)
+            .map(|((sequence, event), metadata)| {
                 args![
                     aggregate_type,
                     aggregate_id,
@@ -276,10 +271,18 @@ impl crate::read_models::sql::Tx {
                     event.event_version.as_str(),
                     event.payload_json.as_str(),
                     metadata,
-                ],
-            )
-            .await?;
-        }
+                ]
+            })
+            .collect();
+        // One statement for many events; the store numbers them in the order given.
+        self.insert_rows(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+             payload, metadata) VALUES",
+            row,
+            "",
+            rows,
+        )
+        .await?;
         Ok(())
     }
 }
