@@ -4,31 +4,27 @@
 //! [`NonceStore`] is either this node's memory (one node) or the cluster's shared NATS bucket
 //! (see [`super::shared`]), chosen once at start-up by configuration.
 //!
-//! The in-memory store is split into shards by a hash of the entry, each behind its own mutex held for one
-//! probe and insert, so concurrent requests rarely meet. Each shard also keeps its entries in
+//! The in-memory store keeps each nonce's digest (32 bytes), split into shards by that digest,
+//! each behind its own mutex held for one probe and insert, so concurrent requests rarely meet. Each shard also keeps its entries in
 //! arrival order and drops expired ones from the front on every insert, so memory follows the
 //! request rate over the retention time. A hard cap bounds it: when a shard is full of live
 //! nonces the request is refused (fail closed) rather than forgetting a nonce that could then be
 //! replayed.
 
-use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use super::fallback::ClusterStores;
+use super::shared::nonce_digest;
 
 const SHARDS: usize = 64;
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-struct Entry {
-    api_key_id: Uuid,
-    key_id: String,
-    nonce: [u8; 16],
-}
+/// A nonce as remembered: the digest of (project, keyId, nonce), [`nonce_digest`]. 32 bytes
+/// whatever the length of the keyId, and no allocation; a collision would take a SHA-256 one.
+type Entry = [u8; 32];
 
 #[derive(Default)]
 struct Shard {
@@ -107,10 +103,10 @@ impl MemoryNonces {
         retention: Duration,
         now: Instant,
     ) -> Result<(), NonceRefusal> {
-        let entry = Entry { api_key_id, key_id: key_id.to_owned(), nonce };
-        let mut hasher = DefaultHasher::new();
-        entry.hash(&mut hasher);
-        let shard = &self.shards[(hasher.finish() as usize) % SHARDS];
+        let entry: Entry = nonce_digest(api_key_id, key_id, &nonce);
+        // The digest is uniform: its first bytes pick the shard.
+        let pick = u64::from_le_bytes(entry[..8].try_into().expect("8 bytes"));
+        let shard = &self.shards[(pick % SHARDS as u64) as usize];
         let mut shard = shard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         shard.purge(now);
         if shard.expiry.get(&entry).is_some_and(|until| *until > now) {
@@ -120,7 +116,7 @@ impl MemoryNonces {
             return Err(NonceRefusal::StoreFull);
         }
         let until = now + retention;
-        shard.expiry.insert(entry.clone(), until);
+        shard.expiry.insert(entry, until);
         shard.order.push_back((until, entry));
         Ok(())
     }
