@@ -48,7 +48,8 @@ pub enum AuditMode {
 pub struct UsageConfig {
     pub mode: AuditMode,
     /// Records that may wait for the writer; beyond that they are dropped (async mode, counted and
-    /// audited) or the request waits for room (strict mode).
+    /// audited) or the request waits for room (strict mode). In async mode the writer empties the
+    /// queue once per flush interval, so it must hold an interval's traffic.
     pub capacity: usize,
     /// The longest a record waits before its batch is written.
     pub flush_interval: Duration,
