@@ -5,11 +5,11 @@
 //! (see [`super::shared`]), chosen once at start-up by configuration.
 //!
 //! The in-memory store keeps each nonce's digest (32 bytes), split into shards by that digest,
-//! each behind its own mutex held for one probe and insert, so concurrent requests rarely meet. Each shard also keeps its entries in
-//! arrival order and drops expired ones from the front on every insert, so memory follows the
-//! request rate over the retention time. A hard cap bounds it: when a shard is full of live
-//! nonces the request is refused (fail closed) rather than forgetting a nonce that could then be
-//! replayed.
+//! each behind its own mutex held for one probe and insert, so concurrent requests rarely meet.
+//! Each shard also keeps its entries in arrival order and drops expired ones from the front on
+//! every insert, so memory follows the request rate over the retention time. A hard cap bounds
+//! it: when a shard is full of live nonces the request is refused (fail closed) rather than
+//! forgetting a nonce that could then be replayed.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

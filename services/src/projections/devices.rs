@@ -152,8 +152,6 @@ pub(super) async fn apply(tx: &mut Tx, event: &StoredEvent) -> Result<(), Projec
     Ok(())
 }
 
-/// One more request for the device; `last_seen_at` only moves forward (batches from several
-/// nodes may arrive out of order).
 async fn set_status(
     tx: &mut Tx,
     id: &str,

@@ -218,7 +218,7 @@ async fn run(
         let mut batch = vec![first];
         if config.mode == AuditMode::Async {
             // The records of the next interval gather in the queue meanwhile; not receiving them
-            // one by one spares a wake-up per request (the queue holds many intervals' worth).
+            // one by one spares a wake-up per request (the queue is sized to hold an interval's worth).
             tokio::select! {
                 biased;
                 _ = &mut stop => stopping = true,
