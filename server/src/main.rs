@@ -9,6 +9,11 @@ use server::config::Config;
 use server::startup::{Application, shutdown_signal};
 use server::telemetry;
 
+/// The proxy allocates and frees a request's headers, bodies and events on different threads;
+/// glibc's malloc serialises those on its arena locks and keeps what a burst allocated.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
