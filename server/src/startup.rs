@@ -31,9 +31,28 @@ use services::store::Database;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// What every request handler can reach.
+/// What every request handler can reach. Every handler and middleware of a request takes its own
+/// copy, so the state is shared behind one `Arc`: a copy costs a counter, not a clone of each field.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     pub db: Database,
     pub leptos_options: LeptosOptions,
     /// Connected when `KEYGUARD_NATS_URL` is set (reconnecting in the background if it drops).
@@ -122,7 +141,7 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
-        let state = AppState {
+        let state = AppState::new(Shared {
             closing: closing_rx,
             db,
             leptos_options: config.leptos_options(),
@@ -133,7 +152,7 @@ impl Application {
             platform,
             proxy: crate::proxy::forward::Forwarder::new(&config.upstream)
                 .context("cannot build the proxy's HTTP client")?,
-        };
+        });
         let router = router(state.clone(), &config.security);
         Ok(Self { listener, router, state, projections, outbox, checkpoints, retention, closing })
     }

@@ -227,6 +227,40 @@ async fn without_nats_the_bus_carries_every_event_in_order(backend: Backend) {
     assert_eq!(subscription.position(), head(db).await);
 }
 
+async fn each_bus_gets_every_event_exactly_once(backend: Backend) {
+    let test = TestDb::new(backend).await;
+    let db = &test.db;
+    let (js, target) = (jetstream().await, target());
+    // Two nodes' relays sharing one checkpoint; each bus holds everything (no lag, no re-read),
+    // so a duplicate or a gap shows in what its raw receiver got.
+    let (here, there) = (EventBus::with_capacity(4096), EventBus::with_capacity(4096));
+    let (mut here_rx, mut there_rx) = (here.receiver(), there.receiver());
+    let relay = |bus: &EventBus| {
+        let config = OutboxConfig { batch_size: 3, ..config(&target) };
+        OutboxRelay::connect(db.clone(), bus.clone(), config)
+    };
+    let (near, far) = (relay(&here).await.unwrap(), relay(&there).await.unwrap());
+    for round in 0..3 {
+        for n in 0..4 {
+            enroll(db, Uuid::new_v4(), Uuid::new_v4(), None, &format!("once-{round}-{n}")).await;
+        }
+        // The near node publishes to NATS first; the far one finds the checkpoint moved past
+        // its bus and reads for its bus alone.
+        assert_eq!(publish_to_head(db, &near).await, head(db).await);
+        assert_eq!(publish_to_head(db, &far).await, head(db).await);
+    }
+    let stored = read_all(db).await;
+    for receiver in [&mut here_rx, &mut there_rx] {
+        let mut received = Vec::new();
+        while let Ok(event) = receiver.try_recv() {
+            received.push(StoredEvent::clone(&event));
+        }
+        assert_eq!(received, stored);
+    }
+    assert_stream_matches_store(&js, &target, db).await;
+    js.delete_stream(&target.stream).await.unwrap();
+}
+
 async fn an_unreachable_nats_is_an_error(backend: Backend) {
     let test = TestDb::new(backend).await;
     let target = NatsTarget::new("nats://127.0.0.1:1");
@@ -238,5 +272,6 @@ on_both_backends!(
     concurrent_appends_reach_nats_once_and_in_order,
     a_restarted_relay_publishes_nothing_twice_and_loses_nothing,
     without_nats_the_bus_carries_every_event_in_order,
+    each_bus_gets_every_event_exactly_once,
     an_unreachable_nats_is_an_error,
 );

@@ -6,6 +6,7 @@
 //! missed from the [`EventLog`], so its consumer still sees every event once, in order.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
@@ -18,7 +19,8 @@ const REREAD_BATCH: i64 = 500;
 
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    sender: broadcast::Sender<StoredEvent>,
+    /// Shared, not cloned: every receiver gets its own copy of what the channel holds.
+    sender: broadcast::Sender<Arc<StoredEvent>>,
 }
 
 impl Default for EventBus {
@@ -34,11 +36,11 @@ impl EventBus {
 
     /// Hands an event to every current subscriber. Having none is not an error.
     pub fn publish(&self, event: StoredEvent) {
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(Arc::new(event));
     }
 
     /// The raw channel, for subscribers that only need a wake-up (lag is then harmless).
-    pub fn receiver(&self) -> broadcast::Receiver<StoredEvent> {
+    pub fn receiver(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
         self.sender.subscribe()
     }
 
@@ -50,7 +52,7 @@ impl EventBus {
 }
 
 pub struct BusSubscription {
-    receiver: broadcast::Receiver<StoredEvent>,
+    receiver: broadcast::Receiver<Arc<StoredEvent>>,
     log: EventLog,
     last: i64,
     backlog: VecDeque<StoredEvent>,
@@ -74,7 +76,7 @@ impl BusSubscription {
                 Ok(event) if event.position <= self.last => continue,
                 Ok(event) => {
                     self.last = event.position;
-                    return Some(Ok(event));
+                    return Some(Ok(Arc::unwrap_or_clone(event)));
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     match self.log.read_after(self.last, REREAD_BATCH).await {

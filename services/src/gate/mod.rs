@@ -626,7 +626,7 @@ impl AppliedListener for Listener {
 /// them yet, so the projections catch up first.
 async fn follow_bus(
     gate: Weak<Inner>,
-    mut receiver: broadcast::Receiver<StoredEvent>,
+    mut receiver: broadcast::Receiver<Arc<StoredEvent>>,
     projections: Arc<Projections>,
 ) {
     loop {
@@ -644,7 +644,11 @@ async fn follow_bus(
                 Err(_) => break,
             }
         }
-        events.retain(|e| CACHED_AGGREGATES.contains(&e.aggregate_type.as_str()));
+        let events: Vec<StoredEvent> = events
+            .into_iter()
+            .filter(|e| CACHED_AGGREGATES.contains(&e.aggregate_type.as_str()))
+            .map(Arc::unwrap_or_clone)
+            .collect();
         if events.is_empty() && !lagged {
             continue;
         }

@@ -240,6 +240,7 @@ impl OutboxRelay {
     }
 
     /// Publishes everything readable now, batch by batch, and returns the new checkpoint.
+    /// Not to be called again before it returns (the relay's task calls it in turn).
     pub async fn publish_pending(&self) -> Result<i64, OutboxError> {
         let checkpoint = self.publish_to_nats().await?;
         self.publish_to_bus().await?;
@@ -288,6 +289,14 @@ impl OutboxRelay {
                 args![&self.config.relay_name, last, Utc::now()],
             )
             .await?;
+            // Usually this node's bus stands exactly where the batch starts: it gets the events
+            // just read rather than [`Self::publish_to_bus`] reading them a second time.
+            if self.bus_position.load(Ordering::Acquire) == checkpoint {
+                for event in batch {
+                    self.bus.publish(event);
+                }
+                self.bus_position.store(last, Ordering::Release);
+            }
             checkpoint = last;
         }
     }

@@ -278,12 +278,11 @@ impl Projections {
 
     /// Applies batches until the log has nothing more readable; returns the lowest checkpoint.
     async fn apply_available(&self) -> Result<i64, ProjectionError> {
-        self.ensure_checkpoints().await?;
         loop {
             let stored = self.stored_checkpoints().await?;
             if Projection::ALL.iter().any(|p| !stored.contains_key(p.name())) {
-                // A checkpoint row went away meanwhile (a projection reset by hand, a restore):
-                // its claim could never succeed, so put it back (at 0: replay) before going on.
+                // Not created yet (a new store), or gone since (a projection reset by hand, a
+                // restore): its claim could never succeed, so put it back (at 0: replay) first.
                 self.ensure_checkpoints().await?;
                 continue;
             }
@@ -368,8 +367,16 @@ impl Projections {
                 tokio::select! {
                     _ = stopped.changed() => return,
                     received = events.recv(), if bus_open => {
-                        // Lagging only means several events arrived: one catch-up covers them.
+                        // Lagging only means several events arrived: one catch-up covers them,
+                        // and whatever else is waiting already (the relay hands over a batch).
                         bus_open = !matches!(received, Err(broadcast::error::RecvError::Closed));
+                        while bus_open {
+                            match events.try_recv() {
+                                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                                Err(broadcast::error::TryRecvError::Empty) => break,
+                                Err(broadcast::error::TryRecvError::Closed) => bus_open = false,
+                            }
+                        }
                     }
                     _ = ticker.tick() => {}
                 }
