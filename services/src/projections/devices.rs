@@ -51,7 +51,7 @@ impl Usage {
         if event_type != REQUEST_COMPLETED {
             return None;
         }
-        serde_json::from_value(payload.clone()).ok()
+        Self::deserialize(payload).ok()
     }
 
     fn decode(projection: &'static str, event: &StoredEvent) -> Option<Self> {

@@ -146,7 +146,7 @@ pub(crate) fn decode<E: DeserializeOwned>(
     projection: &'static str,
     event: &StoredEvent,
 ) -> Result<E, ProjectionError> {
-    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::Apply {
+    E::deserialize(&event.payload).map_err(|e| ProjectionError::Apply {
         projection,
         position: event.position,
         reason: format!("{} payload: {e}", event.event_type),
