@@ -19,7 +19,7 @@ const REREAD_BATCH: i64 = 500;
 
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    /// Shared, not cloned: every receiver gets its own copy of what the channel holds.
+    /// Each receiver gets its own `Arc` of an event, not its own copy of the payload.
     sender: broadcast::Sender<Arc<StoredEvent>>,
 }
 
