@@ -98,6 +98,43 @@ impl Memory {
     }
 }
 
+/// CPU time (user + system, in clock ticks) used so far by `pid` and its descendants.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    descendants(pid)
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+            // where utime and stime are the 12th and 13th.
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+            let utime: u64 = fields.next()?.parse().ok()?;
+            let stime: u64 = fields.next()?.parse().ok()?;
+            Some(utime + stime)
+        })
+        .sum()
+}
+
+/// Waits until the servers `pids` (with their children) are idle: less than 4 % of a core over
+/// half a second, so that work queued by one measurement (a backlog of requests, usage batches,
+/// read-model updates) is not paid for by the next one. Gives up after `timeout`; returns how
+/// long it waited and whether they settled.
+pub async fn settle(pids: &[u32], timeout: Duration) -> (Duration, bool) {
+    const WINDOW: Duration = Duration::from_millis(500);
+    // Clock ticks are 10 ms on Linux (USER_HZ = 100): 2 ticks in 500 ms is 4 % of a core.
+    const IDLE_TICKS: u64 = 2;
+    let started = Instant::now();
+    let mut before: Vec<u64> = pids.iter().map(|&pid| tree_cpu_ticks(pid)).collect();
+    loop {
+        tokio::time::sleep(WINDOW).await;
+        let now: Vec<u64> = pids.iter().map(|&pid| tree_cpu_ticks(pid)).collect();
+        let idle = now.iter().zip(&before).all(|(now, before)| now.saturating_sub(*before) <= IDLE_TICKS);
+        if idle || started.elapsed() >= timeout {
+            return (started.elapsed(), idle);
+        }
+        before = now;
+    }
+}
+
 /// `pid` and every process below it (from `/proc/<pid>/task/<tid>/children`).
 fn descendants(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];

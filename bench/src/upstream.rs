@@ -151,7 +151,9 @@ fn stream(model: String, latency: Duration, shape: SseShape) -> Response<Body> {
                 return None;
             }
             let bytes = if i < shape.chunks {
-                if !wait.is_zero() {
+                if i == 0 {
+                    sleep_precisely(wait).await;
+                } else if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
                 chunk(&model, Some("tok "), false)
@@ -168,6 +170,24 @@ fn stream(model: String, latency: Duration, shape: SseShape) -> Response<Body> {
     response
 }
 
+/// Sleeps for `duration` to within the kernel's timer slack (tens of microseconds). tokio's timer
+/// rounds a deadline up to the next millisecond tick, so a proxy that delays the request by a
+/// fraction of a millisecond would see the stream's first event a whole millisecond later than a
+/// direct call, or no later at all, depending on where the tick fell. The time to the first token
+/// is what the stream scenario measures, so its first event must not be quantised: the timer
+/// wheel waits for all but the last two milliseconds, a blocking thread's `nanosleep` for those.
+async fn sleep_precisely(duration: Duration) {
+    const COARSE_SLACK: Duration = Duration::from_millis(2);
+    let deadline = std::time::Instant::now() + duration;
+    if let Some(coarse) = duration.checked_sub(COARSE_SLACK) {
+        tokio::time::sleep(coarse).await;
+    }
+    let rest = deadline.saturating_duration_since(std::time::Instant::now());
+    if !rest.is_zero() {
+        let _ = tokio::task::spawn_blocking(move || std::thread::sleep(rest)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +196,12 @@ mod tests {
     fn the_model_names_the_delay() {
         assert_eq!(latency_of(&model_for(Duration::from_millis(20))), Duration::from_millis(20));
         assert_eq!(latency_of("gpt-4o-mini"), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn a_precise_sleep_lasts_at_least_its_duration() {
+        let started = std::time::Instant::now();
+        sleep_precisely(Duration::from_micros(2_500)).await;
+        assert!(started.elapsed() >= Duration::from_micros(2_500), "woke after {:?}", started.elapsed());
     }
 }
