@@ -44,8 +44,13 @@ impl Prepared {
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Shape {
-    /// `concurrency` workers, back to back.
-    Closed { concurrency: usize },
+    /// `concurrency` workers, back to back; worker `i` starts `i × stagger` after the first, so
+    /// that requests of equal length do not all arrive together (independent clients do not).
+    Closed {
+        concurrency: usize,
+        #[serde(rename = "stagger_ms", serialize_with = "millis")]
+        stagger: Duration,
+    },
     /// `rate` requests per second on a fixed schedule.
     Open { rate: u32 },
 }
@@ -138,6 +143,10 @@ impl Recorder {
     }
 }
 
+fn millis<S: serde::Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_f64(d.as_secs_f64() * 1e3)
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
@@ -153,7 +162,9 @@ pub struct Run {
 /// Sends `requests` in the given shape for at most `duration` (or until they run out).
 pub async fn drive(target: &Target, requests: Arc<Vec<Prepared>>, shape: Shape, duration: Duration) -> Run {
     match shape {
-        Shape::Closed { concurrency } => closed(target, requests, concurrency, duration).await,
+        Shape::Closed { concurrency, stagger } => {
+            closed(target, requests, concurrency, stagger, duration).await
+        }
         Shape::Open { rate } => open(target, requests, rate, duration).await,
     }
 }
@@ -162,16 +173,19 @@ async fn closed(
     target: &Target,
     requests: Arc<Vec<Prepared>>,
     concurrency: usize,
+    stagger: Duration,
     duration: Duration,
 ) -> Run {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + duration;
     let workers: Vec<_> = (0..concurrency.max(1))
-        .map(|_| {
+        .map(|worker| {
             let (target, requests, next) = (target.clone(), requests.clone(), next.clone());
+            let start = started + stagger * u32::try_from(worker).unwrap_or(u32::MAX);
             tokio::spawn(async move {
                 let mut recorder = Recorder::default();
+                tokio::time::sleep_until(start).await;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= requests.len() || Instant::now() >= deadline {

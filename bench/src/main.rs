@@ -114,6 +114,8 @@ struct Scenario {
 
 fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
     let latency = Duration::from_millis(cli.upstream_latency_ms);
+    let stream_length = latency + Duration::from_millis(cli.sse_interval_ms) * cli.sse_chunks;
+    let stream_stagger = stream_length / u32::try_from(cli.stream_concurrency.max(1)).unwrap_or(u32::MAX);
     cli.scenarios
         .iter()
         .map(|name| {
@@ -121,7 +123,7 @@ fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
                 "latency" => Scenario {
                     name: "latency",
                     description: "one request at a time, JSON, instant upstream".into(),
-                    shape: Shape::Closed { concurrency: 1 },
+                    shape: Shape::Closed { concurrency: 1, stagger: Duration::ZERO },
                     stream: false,
                     upstream_latency: Duration::ZERO,
                 },
@@ -131,7 +133,7 @@ fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
                         "{} concurrent clients, JSON, upstream {} ms",
                         cli.concurrency, cli.upstream_latency_ms
                     ),
-                    shape: Shape::Closed { concurrency: cli.concurrency },
+                    shape: Shape::Closed { concurrency: cli.concurrency, stagger: Duration::ZERO },
                     stream: false,
                     upstream_latency: latency,
                 },
@@ -148,10 +150,20 @@ fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
                 "stream" => Scenario {
                     name: "stream",
                     description: format!(
-                        "{} concurrent streams of {} events {} ms apart, first after {} ms",
-                        cli.stream_concurrency, cli.sse_chunks, cli.sse_interval_ms, cli.upstream_latency_ms
+                        "{} concurrent streams of {} events {} ms apart, first after {} ms; streams started {:.1} ms apart",
+                        cli.stream_concurrency,
+                        cli.sse_chunks,
+                        cli.sse_interval_ms,
+                        cli.upstream_latency_ms,
+                        stream_stagger.as_secs_f64() * 1e3
                     ),
-                    shape: Shape::Closed { concurrency: cli.stream_concurrency },
+                    // Streams last alike, so starts spread over one stream's length stay spread, as
+                    // independent clients' are; started together, all of them would arrive in the
+                    // same instant at every round and queue behind each other's admission.
+                    shape: Shape::Closed {
+                        concurrency: cli.stream_concurrency,
+                        stagger: stream_stagger,
+                    },
                     stream: true,
                     upstream_latency: latency,
                 },
@@ -325,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let run = load::drive(
             &endpoint.target,
             requests,
-            Shape::Closed { concurrency: 4 },
+            Shape::Closed { concurrency: 4, stagger: Duration::ZERO },
             Duration::from_secs(30),
         )
         .await;
