@@ -20,7 +20,7 @@ test("a visitor without a session is sent to sign in, and a wrong password says 
   await expect(page).toHaveURL(/\/login$/);
 });
 
-test("sign in, use the overview, and sign out", async ({ page }) => {
+test("sign in, use the overview, and sign out", async ({ page, errors }) => {
   await signIn(page, ADMIN);
   await expect(page.getByRole("heading", { level: 1 })).toHaveText(en.overview.title);
   await expect(page.getByTestId("role")).toHaveText(en.roles.admin);
@@ -32,6 +32,16 @@ test("sign in, use the overview, and sign out", async ({ page }) => {
   await expect(page.getByTestId("range-week")).toHaveAttribute("aria-pressed", "true");
   await expect(page.getByTestId("range-day")).toHaveAttribute("aria-pressed", "false");
   await expect(page.getByTestId("stat-requests")).toHaveText(/\d/);
+
+  // From an unknown address home by its link: the frame is then built in the browser, which
+  // asks the server who is signed in (a page load gets that with the page).
+  errors.allow(404, /\/no-such-page$/);
+  await open(page, "/no-such-page");
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText(en.not_found.title);
+  await page.getByRole("link", { name: en.not_found.home }).click();
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText(en.overview.title);
+  await expect(page.getByTestId("role")).toHaveText(en.roles.admin);
+  await expect(page.getByTestId("nav-users")).toBeVisible();
 
   // A signed-in visitor of the sign-in page goes home.
   await open(page, "/login");

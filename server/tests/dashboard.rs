@@ -224,3 +224,55 @@ async fn the_audit_page_replays_a_subjects_history_step_by_step() {
     assert_eq!(state(0)["status"], "pending", "{}", state(0));
     assert_eq!(state(1)["status"], "active", "{}", state(1));
 }
+
+/// The values a server-rendered page hands to the browser for hydration, in order.
+fn hydration_values(html: &str) -> Vec<&str> {
+    html.match_indices("__RESOLVED_RESOURCES[")
+        .filter_map(|(at, _)| {
+            let value = html[at..].split_once("] = ")?.1;
+            value.split_once("\";").map(|(value, _)| value)
+        })
+        .collect()
+}
+
+/// A page is built once on the server: every value it loads is loaded and handed to the browser
+/// once. A page built again while the server waits for its data would load everything again, and
+/// the browser would hydrate the first build's values into the last build's markup (a key created
+/// meanwhile made the device filter's options disagree and hydration fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_is_built_once_on_the_server_and_loads_its_data_once() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.bootstrap_admin().await;
+    let admin = app.login("admin@example.com", ADMIN_PASSWORD).await;
+    let key = app.create_key(&admin, "Hydrated").await;
+    let device = app.seed_device(key, "hydrated-laptop", domain::device::InitialStatus::Pending).await;
+    let cookie = sign_in(&app, "admin@example.com", ADMIN_PASSWORD).await;
+
+    let device_page = format!("/devices?device={device}");
+    // The session, then each of the page's own loads.
+    let expected = [
+        ("/", 2),
+        ("/devices", 3),
+        (device_page.as_str(), 4),
+        ("/keys", 2),
+        ("/policies", 3),
+        ("/audit", 2),
+        ("/users", 2),
+        ("/integration", 1),
+        ("/profile", 1),
+    ];
+    for (path, loads) in expected {
+        let page = get_page(&app, path, Some(&cookie)).await;
+        assert_eq!(page.status(), 200, "{path}");
+        let html = page.text().await.unwrap();
+        let values = hydration_values(&html);
+        assert_eq!(values.len(), loads, "{path} hands over {values:#?}");
+        assert!(values[0].contains("admin@example.com"), "{path} starts with the session: {}", values[0]);
+    }
+
+    let html = get_page(&app, &device_page, Some(&cookie)).await.text().await.unwrap();
+    assert!(html.contains("hydrated-laptop") && html.contains("data-testid=\"device-panel\""), "{html}");
+    let values = hydration_values(&html);
+    assert!(values[2].contains("Hydrated"), "the key list: {}", values[2]);
+    assert!(values[3].contains(&device.to_string()), "the device's details: {}", values[3]);
+}

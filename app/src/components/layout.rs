@@ -17,19 +17,55 @@ pub fn use_session() -> SessionInfo {
 }
 
 /// Sends a visitor without a session to the sign-in page; otherwise shows the frame.
+///
+/// The frame, and the page in its `<Outlet/>`, render once and outside any `<Suspense/>`: a
+/// suspense walks its children again while it waits, and a page under it would be built, and its
+/// data loaded, once per walk, with the browser then hydrating the first build's data into the
+/// last build's markup. So the session is known before rendering: on the server from the request
+/// (its middleware has read the cookies), in the browser from the value the server rendered with.
+/// Only a client-side arrival from a page outside the frame asks the server and waits.
 #[component]
 pub fn Shell() -> impl IntoView {
+    match SharedValue::new(rendered_for).into_inner() {
+        Some(Rendered { session }) => frame_for(session),
+        None => view! { <FetchedShell /> }.into_any(),
+    }
+}
+
+/// Whom the server rendered the frame for (nobody: a redirect to sign in).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Rendered {
+    session: Option<SessionInfo>,
+}
+
+/// On the server, the request's session; `None` in the browser outside hydration.
+fn rendered_for() -> Option<Rendered> {
+    #[cfg(feature = "ssr")]
+    return Some(Rendered { session: crate::server_fns::auth::current_session() });
+    #[cfg(not(feature = "ssr"))]
+    None
+}
+
+fn frame_for(session: Option<SessionInfo>) -> AnyView {
+    match session {
+        Some(info) => {
+            provide_context(Session(info));
+            view! { <Frame /> }.into_any()
+        }
+        None => view! { <Redirect path="/login" /> }.into_any(),
+    }
+}
+
+/// The frame for a client-side arrival: asks the server who is signed in first.
+#[component]
+fn FetchedShell() -> impl IntoView {
     let i18n = use_i18n();
     let session = Resource::new(|| (), |_| get_session());
     view! {
         <Suspense fallback=move || view! { <p class="loading">{t!(i18n, common.loading)}</p> }>
             {move || Suspend::new(async move {
                 match session.await {
-                    Ok(Some(info)) => {
-                        provide_context(Session(info));
-                        view! { <Frame /> }.into_any()
-                    }
-                    Ok(None) => view! { <Redirect path="/login" /> }.into_any(),
+                    Ok(session) => frame_for(session),
                     Err(_) => {
                         view! { <p class="error-note" role="alert">{t!(i18n, errors.unavailable)}</p> }.into_any()
                     }

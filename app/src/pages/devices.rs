@@ -16,7 +16,7 @@ use crate::i18n::{t, t_string, use_i18n};
 use crate::server_fns::devices::{
     DEVICE_PAGE, DeviceChange, DeviceDetail, IssuedCode, change_device, get_device, issue_code, list_devices,
 };
-use crate::server_fns::keys::all_keys;
+use crate::server_fns::keys::{KeyPage, all_keys};
 
 #[component]
 pub fn DevicesPage() -> impl IntoView {
@@ -32,6 +32,7 @@ pub fn DevicesPage() -> impl IntoView {
         move || (status.get(), search.get(), key.get(), offset.get(), version.get()),
         |(status, search, key, offset, _)| list_devices(status, search, key, offset),
     );
+    // One key list for the filter and the code dialog; opening the dialog loads it again.
     let keys = Resource::new(|| (), |_| all_keys());
     let query = use_query_map();
     let selected = Memo::new(move |_| query.read().get("device").filter(|id| !id.is_empty()));
@@ -44,7 +45,7 @@ pub fn DevicesPage() -> impl IntoView {
         <div class="page-header">
             <h1>{t!(i18n, devices.title)}</h1>
             {can.manage_codes.then(|| view! {
-                <button type="button" data-testid="issue-code" on:click=move |_| code_open.set(true)>
+                <button type="button" data-testid="issue-code" on:click=move |_| { keys.refetch(); code_open.set(true); }>
                     {t!(i18n, devices.issue_code)}
                 </button>
             })}
@@ -65,11 +66,11 @@ pub fn DevicesPage() -> impl IntoView {
                 <label for="device-key">{t!(i18n, devices.key_filter)}</label>
                 <select id="device-key" on:change=move |ev| { key.set(event_target_value(&ev)); offset.set(0); }>
                     <option value="">{t!(i18n, devices.all)}</option>
-                    <Suspense fallback=|| ()>
+                    <Transition fallback=|| ()>
                         {move || keys.get().and_then(Result::ok).map(|page| page.items.into_iter().map(|k| {
-                            view! { <option value=k.id.clone()>{k.name.clone()}</option> }
+                            view! { <option value=k.id.clone() selected=key.get_untracked() == k.id>{k.name.clone()}</option> }
                         }).collect_view())}
-                    </Suspense>
+                    </Transition>
                 </select>
             </div>
             <div class="field grow">
@@ -130,7 +131,7 @@ pub fn DevicesPage() -> impl IntoView {
         </Transition>
         <Pager offset limit=DEVICE_PAGE total />
         {move || selected.get().map(|id| view! { <DevicePanel id version /> })}
-        <IssueCodeDialog open=code_open />
+        <IssueCodeDialog open=code_open keys />
     }
 }
 
@@ -289,9 +290,8 @@ fn ChangeDialog(
 /// Issues an enrollment code and shows it once, with its expiry counting down, a copy button and
 /// the device CLI line that uses it.
 #[component]
-fn IssueCodeDialog(open: RwSignal<bool>) -> impl IntoView {
+fn IssueCodeDialog(open: RwSignal<bool>, keys: Resource<Result<KeyPage, AppError>>) -> impl IntoView {
     let i18n = use_i18n();
-    let keys = Resource::new(move || open.get(), |_| all_keys());
     let key = RwSignal::new(String::new());
     let minutes = RwSignal::new("15".to_owned());
     let uses = RwSignal::new("1".to_owned());
@@ -322,12 +322,14 @@ fn IssueCodeDialog(open: RwSignal<bool>) -> impl IntoView {
                             <label for="code-key">{t!(i18n, devices.code_key)}</label>
                             <select id="code-key" data-testid="code-key" on:change=move |ev| key.set(event_target_value(&ev))>
                                 <option value="">{t!(i18n, devices.code_key_only)}</option>
-                                <Suspense fallback=|| ()>
+                                <Transition fallback=|| ()>
                                     {move || keys.get().and_then(Result::ok).map(|page| page.items.into_iter()
                                         .filter(|k| k.status == "active")
-                                        .map(|k| view! { <option value=k.id.clone()>{k.name.clone()}</option> })
+                                        .map(|k| view! {
+                                            <option value=k.id.clone() selected=key.get_untracked() == k.id>{k.name.clone()}</option>
+                                        })
                                         .collect_view())}
-                                </Suspense>
+                                </Transition>
                             </select>
                         </div>
                         <div class="field">

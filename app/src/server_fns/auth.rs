@@ -32,10 +32,17 @@ pub struct Capabilities {
 /// The signed-in user, or `None` (the pages then send the visitor to sign in, or to the setup).
 #[server(endpoint = "auth/session")]
 pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
+    Ok(current_session())
+}
+
+/// The signed-in user of the request being served, which the request's middleware has already
+/// resolved from its cookies: known without waiting, so a page can render its frame at once.
+#[cfg(feature = "ssr")]
+pub fn current_session() -> Option<SessionInfo> {
     use domain::user::Permission;
-    let Some(signed_in) = crate::backend::scope().user else { return Ok(None) };
+    let signed_in = crate::backend::scope().user?;
     let can = |permission| signed_in.role.allows(permission);
-    Ok(Some(SessionInfo {
+    Some(SessionInfo {
         id: signed_in.user.id.to_string(),
         email: signed_in.user.email.clone(),
         name: signed_in.user.name.clone(),
@@ -50,7 +57,7 @@ pub async fn get_session() -> Result<Option<SessionInfo>, AppError> {
             read_users: can(Permission::ReadUsers),
             manage_users: can(Permission::ManageUsers),
         },
-    }))
+    })
 }
 
 /// True while no user exists: only then may the setup page create the first admin.
