@@ -347,7 +347,24 @@ async fn verify_needs_a_signed_in_auditor_and_the_public_key_is_public(backend: 
     );
 }
 
+/// A batch's events get time-ordered ids (UUID version 7), in the order of the batch, so that they
+/// land at the end of the unique indexes on `event_id` rather than all over them.
+async fn a_batchs_events_get_time_ordered_ids(backend: Backend) {
+    let s = seeded(backend).await;
+    let sql = "SELECT CAST(event_id AS text) FROM events WHERE aggregate_id = $1 ORDER BY sequence";
+    let ids: Vec<(String,)> = match &s.app.db {
+        services::store::Database::Sqlite(pool) => sqlx::query_as(sql).bind(&s.batch).fetch_all(pool).await,
+        services::store::Database::Postgres(pool) => sqlx::query_as(sql).bind(&s.batch).fetch_all(pool).await,
+    }
+    .unwrap();
+    let ids: Vec<Uuid> = ids.iter().map(|(id,)| Uuid::parse_str(id).unwrap()).collect();
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    assert!(ids.iter().all(|id| id.get_version_num() == 7), "{ids:?}");
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+}
+
 on_both_backends!(
+    a_batchs_events_get_time_ordered_ids,
     an_untouched_store_verifies_even_after_the_database_respells_its_json,
     an_updated_payload_is_reported_as_modified,
     updated_metadata_is_reported_as_modified,

@@ -242,8 +242,13 @@ impl Database {
 
 impl crate::read_models::sql::Tx {
     /// Appends `events` as a new aggregate (sequences from 1, linked from genesis) within this
-    /// transaction. Same columns as cqrs-es writes; the store fills `global_seq`, `event_id`,
-    /// `tx_id` and `recorded_at`.
+    /// transaction. Same columns as cqrs-es writes; the store fills `global_seq`, `tx_id` and
+    /// `recorded_at`.
+    ///
+    /// The events' ids are time-ordered (UUID version 7: a millisecond timestamp and 74 random
+    /// bits, still unique across stores). Random ones land all over the unique indexes on
+    /// `event_id`, here and in the audit log, so that each event of a batch dirtied index pages of
+    /// its own.
     pub(crate) async fn append_batch(
         &mut self,
         aggregate_type: &str,
@@ -252,37 +257,29 @@ impl crate::read_models::sql::Tx {
         metadata_json: &str,
     ) -> Result<(), sqlx::Error> {
         use crate::read_models::sql::args;
-        // PostgreSQL's columns are `json`: the text parameters need the cast there.
-        let row = match self {
-            Self::Postgres(_) => "($, $, $, $, $, $::json, $::json)",
-            Self::Sqlite(_) => "($, $, $, $, $, $, $)",
-        };
         let linked = link_batch(aggregate_type, aggregate_id, events, metadata_json)
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        let rows = (1i64..)
-            .zip(events)
-            .zip(linked)
-            .map(|((sequence, event), metadata)| {
-                args![
-                    aggregate_type,
-                    aggregate_id,
-                    sequence,
-                    event.event_type.as_str(),
-                    event.event_version.as_str(),
-                    event.payload_json.as_str(),
-                    metadata,
-                ]
-            })
-            .collect();
+        let rows = (1i64..).zip(events).zip(linked).map(|((sequence, event), metadata)| {
+            args![
+                aggregate_type,
+                aggregate_id,
+                sequence,
+                event.event_type.as_str(),
+                event.event_version.as_str(),
+                event.payload_json.as_str(),
+                metadata,
+                uuid::Uuid::now_v7(),
+            ]
+        });
+        // PostgreSQL's columns are `json` and `uuid`: the text parameters need the casts there.
+        let row = match self {
+            Self::Postgres(_) => "($, $, $, $, $, $::json, $::json, $::uuid)",
+            Self::Sqlite(_) => "($, $, $, $, $, $, $, $)",
+        };
+        let head = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+                    payload, metadata, event_id) VALUES";
         // One statement for many events; the store numbers them in the order given.
-        self.insert_rows(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
-             payload, metadata) VALUES",
-            row,
-            "",
-            rows,
-        )
-        .await?;
+        self.insert_rows(head, row, "", rows.collect()).await?;
         Ok(())
     }
 }
