@@ -30,7 +30,8 @@ use crate::events::{EventBus, EventLog, EventLogError, StoredEvent};
 use crate::read_models::sql::{self, Tx, args};
 use crate::store::Database;
 
-/// The read models, each applied and checkpointed on its own.
+/// The read models, each with a checkpoint of its own: a batch usually moves them all in one
+/// transaction, and one by one when they are at different points or one of them fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Projection {
     Devices,
@@ -293,8 +294,12 @@ impl Projections {
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(from);
             };
+            let together = self.apply_together(&checkpoints, last, &batch).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, "the batch did not apply to every read model at once");
+                false
+            });
             let mut first_error = None;
-            for projection in Projection::ALL {
+            for projection in Projection::ALL.into_iter().filter(|_| !together) {
                 let done = checkpoints[&projection];
                 let pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > done).collect();
                 if pending.is_empty() {
@@ -313,6 +318,50 @@ impl Projections {
                 return Err(e);
             }
         }
+    }
+
+    /// The usual case, every read model at the same checkpoint: one transaction claims them all,
+    /// applies the batch to each and commits, so that a batch costs one commit (and one sync to
+    /// disk) instead of one per read model. Returns `false`, having changed nothing, when they
+    /// are at different checkpoints or another node claimed one first; an error when one of them
+    /// cannot apply an event. The caller then applies them one by one, which lets the others go
+    /// on without the failing one.
+    async fn apply_together(
+        &self,
+        checkpoints: &HashMap<Projection, i64>,
+        last: i64,
+        batch: &[StoredEvent],
+    ) -> Result<bool, ProjectionError> {
+        let done = checkpoints[&Projection::ALL[0]];
+        if checkpoints.values().any(|checkpoint| *checkpoint != done) {
+            return Ok(false);
+        }
+        let events: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > done).collect();
+        let names = (4..4 + Projection::ALL.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let mut claim = args![last, Utc::now(), done];
+        claim.extend(Projection::ALL.map(|p| p.name().into()));
+        let mut tx = Tx::begin(&self.db).await?;
+        let claimed = tx
+            .execute(
+                &format!(
+                    "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
+                     WHERE position = $3 AND name IN ({names})"
+                ),
+                claim,
+            )
+            .await?;
+        if claimed != Projection::ALL.len() as u64 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for projection in Projection::ALL {
+            if let Err(e) = projection.apply_all(&mut tx, &events).await {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// One transaction: claim the checkpoint move from `done` to `last`, apply the events, commit.

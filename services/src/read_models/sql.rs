@@ -194,6 +194,15 @@ impl Tx {
         Ok(changed)
     }
 
+    /// Rolls back now. Dropping a transaction rolls it back too, but PostgreSQL's only when its
+    /// connection is next used, and until then its row locks stay taken.
+    pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Postgres(tx) => tx.rollback().await,
+            Tx::Sqlite(tx) => tx.rollback().await,
+        }
+    }
+
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.commit().await,
