@@ -294,10 +294,17 @@ impl Projections {
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(from);
             };
-            let together = self.apply_together(&checkpoints, last, &batch).await.unwrap_or_else(|e| {
-                tracing::debug!(error = %e, "the batch did not apply to every read model at once");
-                false
-            });
+            // Usually every read model is at the same point: one transaction moves them all, one
+            // commit (and one sync to disk) instead of one per read model. Otherwise, or when one
+            // of them cannot apply an event, they go one by one, so the others go on without it.
+            let together = checkpoints.values().all(|done| *done == from)
+                && self
+                    .apply_batch(&Projection::ALL, from, last, &batch.iter().collect::<Vec<_>>())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::debug!(error = %e, "the batch did not apply to every read model at once");
+                        false
+                    });
             let mut first_error = None;
             for projection in Projection::ALL.into_iter().filter(|_| !together) {
                 let done = checkpoints[&projection];
@@ -305,7 +312,7 @@ impl Projections {
                 if pending.is_empty() {
                     continue;
                 }
-                if let Err(e) = self.apply_batch(projection, done, last, &pending).await {
+                if let Err(e) = self.apply_batch(&[projection], done, last, &pending).await {
                     tracing::error!(projection = projection.name(), error = %e, "projection halted");
                     first_error.get_or_insert(e);
                 }
@@ -320,26 +327,20 @@ impl Projections {
         }
     }
 
-    /// The usual case, every read model at the same checkpoint: one transaction claims them all,
-    /// applies the batch to each and commits, so that a batch costs one commit (and one sync to
-    /// disk) instead of one per read model. Returns `false`, having changed nothing, when they
-    /// are at different checkpoints or another node claimed one first; an error when one of them
-    /// cannot apply an event. The caller then applies them one by one, which lets the others go
-    /// on without the failing one.
-    async fn apply_together(
+    /// One transaction: claim the move of `projections`' checkpoints from `done` to `last`, apply
+    /// the events to each, commit; `false` (nothing changed) when a checkpoint was not at `done`.
+    /// Claiming first makes a concurrent runner on another node wait, then find the checkpoint
+    /// moved and back off, instead of applying the same events twice.
+    async fn apply_batch(
         &self,
-        checkpoints: &HashMap<Projection, i64>,
+        projections: &[Projection],
+        done: i64,
         last: i64,
-        batch: &[StoredEvent],
+        events: &[&StoredEvent],
     ) -> Result<bool, ProjectionError> {
-        let done = checkpoints[&Projection::ALL[0]];
-        if checkpoints.values().any(|checkpoint| *checkpoint != done) {
-            return Ok(false);
-        }
-        let events: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > done).collect();
-        let names = (4..4 + Projection::ALL.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let names = (4..4 + projections.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
         let mut claim = args![last, Utc::now(), done];
-        claim.extend(Projection::ALL.map(|p| p.name().into()));
+        claim.extend(projections.iter().map(|p| p.name().into()));
         let mut tx = Tx::begin(&self.db).await?;
         let claimed = tx
             .execute(
@@ -350,45 +351,19 @@ impl Projections {
                 claim,
             )
             .await?;
-        if claimed != Projection::ALL.len() as u64 {
+        if claimed != projections.len() as u64 {
+            // Someone else applied these (some of them, when several).
             tx.rollback().await?;
             return Ok(false);
         }
-        for projection in Projection::ALL {
-            if let Err(e) = projection.apply_all(&mut tx, &events).await {
+        for projection in projections {
+            if let Err(e) = projection.apply_all(&mut tx, events).await {
                 tx.rollback().await?;
                 return Err(e);
             }
         }
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// One transaction: claim the checkpoint move from `done` to `last`, apply the events, commit.
-    /// Claiming first makes a concurrent runner on another node wait, then find the checkpoint
-    /// moved and back off, instead of applying the same events twice.
-    async fn apply_batch(
-        &self,
-        projection: Projection,
-        done: i64,
-        last: i64,
-        events: &[&StoredEvent],
-    ) -> Result<(), ProjectionError> {
-        let mut tx = Tx::begin(&self.db).await?;
-        let claimed = tx
-            .execute(
-                "UPDATE projection_checkpoints SET position = $1, updated_at = $2 \
-                 WHERE name = $3 AND position = $4",
-                args![last, Utc::now(), projection.name(), done],
-            )
-            .await?;
-        if claimed != 1 {
-            // Someone else applied these; dropping the transaction rolls it back.
-            return Ok(());
-        }
-        projection.apply_all(&mut tx, events).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn ensure_checkpoints(&self) -> Result<(), ProjectionError> {

@@ -194,8 +194,9 @@ impl Tx {
         Ok(changed)
     }
 
-    /// Rolls back now. Dropping a transaction rolls it back too, but PostgreSQL's only when its
-    /// connection is next used, and until then its row locks stay taken.
+    /// Rolls back now. Dropping a transaction rolls it back too, but on PostgreSQL only once the
+    /// pool has taken the connection back (in a task of its own), and its row locks stay taken
+    /// until then: a retry at once could wait on them.
     pub(crate) async fn rollback(self) -> Result<(), sqlx::Error> {
         match self {
             Tx::Postgres(tx) => tx.rollback().await,
