@@ -261,6 +261,15 @@ async fn a_failing_event_rolls_back_its_batch_and_checkpoint(backend: Backend) {
         }
     }
 
+    // Both events must come in one batch. On PostgreSQL the log hands out an event only once no
+    // older transaction anywhere in the cluster (another test's) can still commit before it, so
+    // the bad one may become readable a moment after the good one: wait until both are.
+    let log = EventLog::new(db.clone());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.read_after(0, 10).await.unwrap().len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the two events never became readable together");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let err = runner.catch_up().await.unwrap_err();
     assert!(matches!(err, ProjectionError::Apply { projection: "devices", .. }), "{err:?}");
     // Neither the good event of the batch nor the checkpoint moved for devices...
