@@ -312,7 +312,7 @@ async fn a_relay_hears_of_another_nodes_commits_without_polling() {
         let device = Uuid::new_v4();
         support::events::enroll(&other_node, device, Uuid::new_v4(), None, "elsewhere").await;
         tokio::time::timeout(PROPAGATION_DEADLINE, async {
-            while received.recv().await.expect("the bus").aggregate_id != device.to_string() {}
+            while received.recv().await.expect("the bus").event.aggregate_id != device.to_string() {}
         })
         .await
         .expect("the relay to hand over an event committed elsewhere, with polling off");

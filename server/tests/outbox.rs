@@ -232,7 +232,8 @@ async fn each_bus_gets_every_event_exactly_once(backend: Backend) {
     let db = &test.db;
     let (js, target) = (jetstream().await, target());
     // Two nodes' relays sharing one checkpoint; each bus holds everything (no lag, no re-read),
-    // so a duplicate or a gap shows in what its raw receiver got.
+    // so a duplicate or a gap shows in what its raw receiver got, and each event names the one
+    // before it.
     let (here, there) = (EventBus::with_capacity(4096), EventBus::with_capacity(4096));
     let (mut here_rx, mut there_rx) = (here.receiver(), there.receiver());
     let relay = |bus: &EventBus| {
@@ -252,8 +253,11 @@ async fn each_bus_gets_every_event_exactly_once(backend: Backend) {
     let stored = read_all(db).await;
     for receiver in [&mut here_rx, &mut there_rx] {
         let mut received = Vec::new();
-        while let Ok(event) = receiver.try_recv() {
-            received.push(StoredEvent::clone(&event));
+        let mut previous = 0;
+        while let Ok(published) = receiver.try_recv() {
+            assert_eq!(published.after, previous, "the event at {}", published.event.position);
+            previous = published.event.position;
+            received.push(StoredEvent::clone(&published.event));
         }
         assert_eq!(received, stored);
     }

@@ -19,8 +19,18 @@ const REREAD_BATCH: i64 = 500;
 
 #[derive(Clone, Debug)]
 pub struct EventBus {
-    /// Each receiver gets its own `Arc` of an event, not its own copy of the payload.
-    sender: broadcast::Sender<Arc<StoredEvent>>,
+    sender: broadcast::Sender<BusEvent>,
+}
+
+/// An event as the bus carries it: each receiver gets its own `Arc` of the event, not its own
+/// copy of the payload, and the position of the event handed over just before it.
+#[derive(Clone, Debug)]
+pub struct BusEvent {
+    /// The position of the previous event on this bus: the events between `after` and
+    /// `event.position` are none, so a receiver that has everything up to `after` can take this
+    /// one without reading the log.
+    pub after: i64,
+    pub event: Arc<StoredEvent>,
 }
 
 impl Default for EventBus {
@@ -34,13 +44,15 @@ impl EventBus {
         Self { sender: broadcast::channel(capacity).0 }
     }
 
-    /// Hands an event to every current subscriber. Having none is not an error.
-    pub fn publish(&self, event: StoredEvent) {
-        let _ = self.sender.send(Arc::new(event));
+    /// Hands an event to every current subscriber. `after` is the position of the event
+    /// published before it (the publisher hands over the log in order, without gaps). Having no
+    /// subscriber is not an error.
+    pub fn publish(&self, after: i64, event: StoredEvent) {
+        let _ = self.sender.send(BusEvent { after, event: Arc::new(event) });
     }
 
     /// The raw channel, for subscribers that only need a wake-up (lag is then harmless).
-    pub fn receiver(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+    pub fn receiver(&self) -> broadcast::Receiver<BusEvent> {
         self.sender.subscribe()
     }
 
@@ -52,7 +64,7 @@ impl EventBus {
 }
 
 pub struct BusSubscription {
-    receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    receiver: broadcast::Receiver<BusEvent>,
     log: EventLog,
     last: i64,
     backlog: VecDeque<StoredEvent>,
@@ -73,8 +85,8 @@ impl BusSubscription {
             }
             match self.receiver.recv().await {
                 // Already seen, from the log while catching up.
-                Ok(event) if event.position <= self.last => continue,
-                Ok(event) => {
+                Ok(BusEvent { event, .. }) if event.position <= self.last => continue,
+                Ok(BusEvent { event, .. }) => {
                     self.last = event.position;
                     return Some(Ok(Arc::unwrap_or_clone(event)));
                 }

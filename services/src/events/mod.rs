@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use bus::{BusSubscription, EventBus};
+pub use bus::{BusEvent, BusSubscription, EventBus};
 pub use log::EventLog;
 
 /// One committed event as the store holds it.

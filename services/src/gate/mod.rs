@@ -43,7 +43,7 @@ pub use nonces::{MemoryNonces, NonceRefusal};
 pub use shared::{SharedStores, SharedStoresConfig};
 
 use crate::audit::{AuditOutcome, AuditRecorder};
-use crate::events::{EventBus, StoredEvent};
+use crate::events::{BusEvent, EventBus, StoredEvent};
 use crate::projections::{AppliedListener, Projections};
 use crate::read_models::ReadModelError;
 use crate::secrets::Envelope;
@@ -348,11 +348,6 @@ impl Gate {
         }
     }
 
-    /// Brings the entries these events touch up to date (the read models must hold them).
-    pub async fn apply(&self, events: &[StoredEvent]) {
-        self.inner.apply(events).await;
-    }
-
     /// Counts tokens a forwarded request used, for the tokens-per-day limits of its device and
     /// key. Called by the forwarder once it knows the usage.
     pub fn record_tokens(&self, api_key_id: Uuid, device_id: Uuid, tokens: u64) {
@@ -595,7 +590,8 @@ impl Gate {
 }
 
 impl Inner {
-    async fn apply(&self, events: &[StoredEvent]) {
+    /// Brings the entries these events touch up to date (the read models must hold them).
+    async fn apply(&self, events: &[Arc<StoredEvent>]) {
         let touched: HashSet<(&str, &str)> = events
             .iter()
             .filter(|e| CACHED_AGGREGATES.contains(&e.aggregate_type.as_str()))
@@ -613,7 +609,7 @@ impl Inner {
 struct Listener(Weak<Inner>);
 
 impl AppliedListener for Listener {
-    fn applied<'a>(&'a self, events: &'a [StoredEvent]) -> futures::future::BoxFuture<'a, ()> {
+    fn applied<'a>(&'a self, events: &'a [Arc<StoredEvent>]) -> futures::future::BoxFuture<'a, ()> {
         Box::pin(async move {
             if let Some(inner) = self.0.upgrade() {
                 inner.apply(events).await;
@@ -626,29 +622,25 @@ impl AppliedListener for Listener {
 /// them yet, so the projections catch up first.
 async fn follow_bus(
     gate: Weak<Inner>,
-    mut receiver: broadcast::Receiver<Arc<StoredEvent>>,
+    mut receiver: broadcast::Receiver<BusEvent>,
     projections: Arc<Projections>,
 ) {
     loop {
         let mut events = Vec::new();
         let mut lagged = false;
         match receiver.recv().await {
-            Ok(event) => events.push(event),
+            Ok(published) => events.push(published.event),
             Err(broadcast::error::RecvError::Lagged(_)) => lagged = true,
             Err(broadcast::error::RecvError::Closed) => return,
         }
         loop {
             match receiver.try_recv() {
-                Ok(event) => events.push(event),
+                Ok(published) => events.push(published.event),
                 Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
                 Err(_) => break,
             }
         }
-        let events: Vec<StoredEvent> = events
-            .into_iter()
-            .filter(|e| CACHED_AGGREGATES.contains(&e.aggregate_type.as_str()))
-            .map(Arc::unwrap_or_clone)
-            .collect();
+        events.retain(|e| CACHED_AGGREGATES.contains(&e.aggregate_type.as_str()));
         if events.is_empty() && !lagged {
             continue;
         }

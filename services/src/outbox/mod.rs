@@ -261,9 +261,7 @@ impl OutboxRelay {
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(());
             };
-            for event in batch.into_iter().filter(|e| e.position <= checkpoint) {
-                self.bus.publish(event);
-            }
+            self.hand_to_bus(position, batch.into_iter().filter(|e| e.position <= checkpoint));
             self.bus_position.store(last.min(checkpoint), Ordering::Release);
         }
     }
@@ -292,12 +290,19 @@ impl OutboxRelay {
             // Usually this node's bus stands exactly where the batch starts: it gets the events
             // just read rather than [`Self::publish_to_bus`] reading them a second time.
             if self.bus_position.load(Ordering::Acquire) == checkpoint {
-                for event in batch {
-                    self.bus.publish(event);
-                }
+                self.hand_to_bus(checkpoint, batch);
                 self.bus_position.store(last, Ordering::Release);
             }
             checkpoint = last;
+        }
+    }
+
+    /// Publishes `events`, the log's next ones after position `after`, to this node's bus.
+    fn hand_to_bus(&self, mut after: i64, events: impl IntoIterator<Item = StoredEvent>) {
+        for event in events {
+            let position = event.position;
+            self.bus.publish(after, event);
+            after = position;
         }
     }
 

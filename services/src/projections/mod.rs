@@ -15,7 +15,7 @@ pub(crate) mod retained;
 mod traffic;
 mod users;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::retained::UsageTotals;
-use crate::events::{EventBus, EventLog, EventLogError, StoredEvent};
+use crate::events::{BusEvent, EventBus, EventLog, EventLogError, StoredEvent};
 use crate::read_models::sql::{self, Tx, args};
 use crate::store::Database;
 
@@ -186,6 +186,47 @@ pub struct Projections {
     listener: std::sync::OnceLock<Arc<dyn AppliedListener>>,
     /// The position every read model has reached, as of this process's latest catch-up.
     reached: watch::Sender<i64>,
+    /// What the bus delivered and the read models have not applied yet.
+    feed: Feed,
+}
+
+/// The events the bus delivered, kept so that the read models apply them as the relay read
+/// them from the log instead of reading and parsing each one a second time. Only a run that
+/// continues exactly where the read models stand is taken (each bus event names the one before
+/// it); anything else (a gap left by a lagging receiver, events from before this process
+/// subscribed, a batch a command needs before the relay has read it) comes from the log.
+#[derive(Default)]
+struct Feed(std::sync::Mutex<VecDeque<BusEvent>>);
+
+impl Feed {
+    /// Events kept at most; the oldest go first (the log still has them).
+    const CAPACITY: usize = 4096;
+
+    fn extend(&self, events: Vec<BusEvent>) {
+        let mut feed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        feed.extend(events);
+        let excess = feed.len().saturating_sub(Self::CAPACITY);
+        feed.drain(..excess);
+    }
+
+    /// Up to `limit` events that follow position `from` without a gap; none if the feed does not
+    /// continue from there. Events at or before `from` are applied already and are dropped.
+    fn take_after(&self, from: i64, limit: i64) -> Vec<Arc<StoredEvent>> {
+        let mut feed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        while feed.front().is_some_and(|next| next.event.position <= from) {
+            feed.pop_front();
+        }
+        let mut batch = Vec::new();
+        let mut last = from;
+        while (batch.len() as i64) < limit
+            && let Some(next) = feed.front()
+            && next.after == last
+        {
+            last = next.event.position;
+            batch.extend(feed.pop_front().map(|next| next.event));
+        }
+        batch
+    }
 }
 
 /// Something that must see events as soon as the read models hold them, before the
@@ -193,7 +234,7 @@ pub struct Projections {
 /// the admin's request answers). Called with the projections' turn held: it must not call
 /// `catch_up` itself.
 pub trait AppliedListener: Send + Sync {
-    fn applied<'a>(&'a self, events: &'a [StoredEvent]) -> futures::future::BoxFuture<'a, ()>;
+    fn applied<'a>(&'a self, events: &'a [Arc<StoredEvent>]) -> futures::future::BoxFuture<'a, ()>;
 }
 
 impl Projections {
@@ -205,6 +246,7 @@ impl Projections {
             running: Mutex::new(()),
             listener: std::sync::OnceLock::new(),
             reached: watch::Sender::new(0),
+            feed: Feed::default(),
         }
     }
 
@@ -290,7 +332,16 @@ impl Projections {
             let checkpoints: HashMap<Projection, i64> =
                 Projection::ALL.into_iter().map(|p| (p, stored[p.name()])).collect();
             let from = checkpoints.values().copied().min().unwrap_or(0);
-            let batch = self.log.read_after(from, self.config.batch_size).await?;
+            let mut batch = self.feed.take_after(from, self.config.batch_size);
+            if batch.is_empty() {
+                batch = self
+                    .log
+                    .read_after(from, self.config.batch_size)
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect();
+            }
             let Some(last) = batch.last().map(|e| e.position) else {
                 return Ok(from);
             };
@@ -299,7 +350,12 @@ impl Projections {
             // of them cannot apply an event, they go one by one, so the others go on without it.
             let together = checkpoints.values().all(|done| *done == from)
                 && self
-                    .apply_batch(&Projection::ALL, from, last, &batch.iter().collect::<Vec<_>>())
+                    .apply_batch(
+                        &Projection::ALL,
+                        from,
+                        last,
+                        &batch.iter().map(|e| &**e).collect::<Vec<_>>(),
+                    )
                     .await
                     .unwrap_or_else(|e| {
                         tracing::debug!(error = %e, "the batch did not apply to every read model at once");
@@ -308,7 +364,8 @@ impl Projections {
             let mut first_error = None;
             for projection in Projection::ALL.into_iter().filter(|_| !together) {
                 let done = checkpoints[&projection];
-                let pending: Vec<&StoredEvent> = batch.iter().filter(|e| e.position > done).collect();
+                let pending: Vec<&StoredEvent> =
+                    batch.iter().map(|e| &**e).filter(|e| e.position > done).collect();
                 if pending.is_empty() {
                     continue;
                 }
@@ -391,16 +448,24 @@ impl Projections {
                 tokio::select! {
                     _ = stopped.changed() => return,
                     received = events.recv(), if bus_open => {
-                        // Lagging only means several events arrived: one catch-up covers them,
-                        // and whatever else is waiting already (the relay hands over a batch).
-                        bus_open = !matches!(received, Err(broadcast::error::RecvError::Closed));
+                        // One catch-up covers this event and whatever else is waiting already
+                        // (the relay hands over a batch). Lagging only leaves a gap in the feed,
+                        // which the log fills.
+                        let mut feed = Vec::new();
+                        match received {
+                            Ok(published) => feed.push(published),
+                            Err(broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(broadcast::error::RecvError::Closed) => bus_open = false,
+                        }
                         while bus_open {
                             match events.try_recv() {
-                                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                                Ok(published) => feed.push(published),
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
                                 Err(broadcast::error::TryRecvError::Empty) => break,
                                 Err(broadcast::error::TryRecvError::Closed) => bus_open = false,
                             }
                         }
+                        self.feed.extend(feed);
                     }
                     _ = ticker.tick() => {}
                 }
@@ -435,5 +500,64 @@ impl Drop for ProjectionsTask {
         if let Some(handle) = self.handle.take() {
             handle.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn published(after: i64, position: i64) -> BusEvent {
+        BusEvent {
+            after,
+            event: Arc::new(StoredEvent {
+                position,
+                event_id: uuid::Uuid::now_v7(),
+                aggregate_type: "device".to_owned(),
+                aggregate_id: "d".to_owned(),
+                sequence: position,
+                event_type: "DeviceApproved".to_owned(),
+                event_version: "1.0".to_owned(),
+                payload: serde_json::json!({ "type": "DeviceApproved" }),
+                metadata: HashMap::new(),
+                recorded_at: Utc::now(),
+            }),
+        }
+    }
+
+    fn positions(events: &[Arc<StoredEvent>]) -> Vec<i64> {
+        events.iter().map(|e| e.position).collect()
+    }
+
+    #[test]
+    fn the_feed_hands_over_only_a_run_that_continues_where_the_read_models_stand() {
+        let feed = Feed::default();
+        // Positions have gaps (rolled-back appends); the links say that nothing is missing.
+        feed.extend(vec![published(3, 5), published(5, 6), published(6, 9), published(9, 10)]);
+        assert!(feed.take_after(2, 10).is_empty(), "3 is not in the feed: the log must give it");
+        assert_eq!(positions(&feed.take_after(3, 2)), [5, 6], "at most the limit");
+        assert_eq!(positions(&feed.take_after(6, 10)), [9, 10]);
+        assert!(feed.take_after(10, 10).is_empty());
+    }
+
+    #[test]
+    fn the_feed_stops_at_a_gap_and_drops_what_was_applied_from_the_log() {
+        let feed = Feed::default();
+        // A lagging receiver missed the event at 3.
+        feed.extend(vec![published(1, 2), published(3, 4), published(4, 5)]);
+        assert_eq!(positions(&feed.take_after(1, 10)), [2], "not past the gap");
+        assert!(feed.take_after(2, 10).is_empty());
+        // The log gave 3 and 4; the feed goes on from there.
+        assert_eq!(positions(&feed.take_after(4, 10)), [5]);
+        assert!(feed.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_feed_keeps_only_the_newest_events() {
+        let feed = Feed::default();
+        let count = Feed::CAPACITY as i64 + 10;
+        feed.extend((1..=count).map(|p| published(p - 1, p)).collect());
+        assert!(feed.take_after(0, 10).is_empty(), "the oldest were let go");
+        assert_eq!(positions(&feed.take_after(10, 2)), [11, 12]);
     }
 }
