@@ -13,6 +13,7 @@ pub mod upstream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use server::config::{Config, DatabaseConfig};
 use server::startup::Application;
@@ -142,7 +143,12 @@ impl TestApp {
         }));
         Self {
             addr,
-            client: reqwest::Client::new(),
+            // A request that never gets an answer fails the test, naming it, instead of stalling
+            // the whole run.
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
             db,
             platform,
             shutdown: Some(tx),
