@@ -9,7 +9,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::FromRef;
 use axum::http::HeaderName;
 use leptos::config::LeptosOptions;
-use leptos_axum::{LeptosRoutes as _, generate_route_list};
+use leptos_axum::{AxumRouteListing, LeptosRoutes as _, generate_route_list};
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -331,10 +331,19 @@ fn spawn_retention(
     })
 }
 
+/// The dashboard's routes, listed once per process. Listing them runs the app with data loading
+/// switched off for the whole process (a global flag of `leptos_server`): a page that started
+/// loading its data meanwhile in another router of the same process (several nodes in one
+/// process, as the tests run them) would wait for it forever.
+fn dashboard_routes() -> Vec<AxumRouteListing> {
+    static ROUTES: std::sync::OnceLock<Vec<AxumRouteListing>> = std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| generate_route_list(app::App)).clone()
+}
+
 /// The HTTP routes: the REST API, server functions, the dashboard pages and its static files,
 /// all behind the security headers, CORS and size limits of `security`.
 pub fn router(state: AppState, security: &SecurityConfig) -> Router {
-    let routes = generate_route_list(app::App);
+    let routes = dashboard_routes();
     let options = state.leptos_options.clone();
     let backend =
         app::backend::Backend { platform: state.platform.clone(), secure_cookies: state.secure_cookies };

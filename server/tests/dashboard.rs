@@ -276,3 +276,36 @@ async fn each_page_is_built_once_on_the_server_and_loads_its_data_once() {
     assert!(values[2].contains("Hydrated"), "the key list: {}", values[2]);
     assert!(values[3].contains(&device.to_string()), "the device's details: {}", values[3]);
 }
+
+/// Several nodes in one process, as in these tests: starting one must not stall a page that
+/// another is rendering. Listing the dashboard's routes runs the app with data loading switched
+/// off for the whole process, so a page whose first load fell in that window never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_a_node_does_not_stall_a_page_another_node_renders() {
+    let first = TestApp::spawn(Backend::Sqlite).await;
+    let (done, mut pages_done) = tokio::sync::watch::channel(false);
+    let pages = {
+        let (client, url) = (first.client.clone(), first.url("/setup"));
+        tokio::spawn(async move {
+            let mut rendered = 0;
+            while !*pages_done.borrow_and_update() {
+                let page = client
+                    .get(&url)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("page {rendered} did not answer: {e}"));
+                assert_eq!(page.status(), 200);
+                assert!(page.text().await.unwrap().contains("setup-form"));
+                rendered += 1;
+            }
+            rendered
+        })
+    };
+    for _ in 0..20 {
+        drop(first.spawn_beside(|_| {}).await);
+    }
+    done.send_replace(true);
+    let rendered = pages.await.expect("the page requests");
+    assert!(rendered > 0);
+}
