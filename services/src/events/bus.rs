@@ -51,7 +51,9 @@ impl EventBus {
         let _ = self.sender.send(BusEvent { after, event: Arc::new(event) });
     }
 
-    /// The raw channel, for subscribers that only need a wake-up (lag is then harmless).
+    /// The raw channel: a lagging receiver misses events, which shows as an `after` that is not
+    /// the position of the last event it got (or as a `Lagged` error). For subscribers that
+    /// need only a wake-up, or that fill gaps from the log themselves.
     pub fn receiver(&self) -> broadcast::Receiver<BusEvent> {
         self.sender.subscribe()
     }
