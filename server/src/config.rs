@@ -19,6 +19,7 @@ pub use services::store::DatabaseConfig;
 use services::store::redact_url;
 pub use services::usage::{AuditMode, UsageConfig};
 
+pub use crate::priority::BookkeepingPriority;
 pub use crate::security::SecurityConfig;
 
 /// Log output format.
@@ -54,6 +55,9 @@ pub struct Config {
     /// (`KEYGUARD_AUDIT_MODE`), how many records may wait (`KEYGUARD_USAGE_QUEUE_CAPACITY`) and
     /// for how long at most (`KEYGUARD_USAGE_FLUSH_MS`).
     pub usage: UsageConfig,
+    /// Whether the bookkeeping threads yield the CPU to requests while they keep up
+    /// (`KEYGUARD_BOOKKEEPING_PRIORITY`: `yield`, the default, or `normal`; see [`crate::priority`]).
+    pub bookkeeping_priority: BookkeepingPriority,
     /// How often a signed checkpoint of the event history is recorded
     /// (`KEYGUARD_AUDIT_CHECKPOINT_MINUTES`, default 60; 0 turns it off, leaving
     /// `keyguard audit checkpoint` to a scheduler).
@@ -246,6 +250,9 @@ impl Config {
         }
         let usage_retention_days = (retention_days > 0).then_some(retention_days);
         let security = security_config(&get)?;
+        let bookkeeping_priority =
+            BookkeepingPriority::parse(get("KEYGUARD_BOOKKEEPING_PRIORITY").unwrap_or("yield"))
+                .map_err(|problem| ConfigError::new("KEYGUARD_BOOKKEEPING_PRIORITY", problem))?;
 
         Ok(Self {
             database,
@@ -263,6 +270,7 @@ impl Config {
             reload_port: parse_or("LEPTOS_RELOAD_PORT", get("LEPTOS_RELOAD_PORT"), 3001u32)?,
             upstream,
             usage: usage_config(&get, mode)?,
+            bookkeeping_priority,
             audit_checkpoint_interval,
             usage_retention_days,
             gate_stores: SharedStoresConfig::default(),
@@ -557,6 +565,7 @@ mod tests {
             ("KEYGUARD_CORS_ORIGINS", "app.example.com"),
             ("KEYGUARD_MAX_HEADER_BYTES", "100"),
             ("KEYGUARD_MAX_API_BODY_BYTES", "big"),
+            ("KEYGUARD_BOOKKEEPING_PRIORITY", "idle"),
         ];
         for (variable, value) in cases {
             let err = config(&[(variable, value)]).unwrap_err();
@@ -567,15 +576,18 @@ mod tests {
 
     #[test]
     fn upstreams_default_to_the_public_providers_and_async_audit() {
-        let config = config(&[]).unwrap();
+        let defaults = config(&[]).unwrap();
         for provider in Provider::ALL {
-            assert_eq!(config.upstream.base_url(provider), None);
+            assert_eq!(defaults.upstream.base_url(provider), None);
         }
-        assert_eq!(config.upstream.connect_timeout, Duration::from_secs(10));
-        assert_eq!(config.upstream.timeout, Duration::from_secs(600));
-        assert_eq!(config.usage.mode, AuditMode::Async);
-        assert_eq!(config.usage.capacity, 10_000);
-        assert_eq!(config.usage.flush_interval, Duration::from_millis(50));
+        assert_eq!(defaults.upstream.connect_timeout, Duration::from_secs(10));
+        assert_eq!(defaults.upstream.timeout, Duration::from_secs(600));
+        assert_eq!(defaults.usage.mode, AuditMode::Async);
+        assert_eq!(defaults.usage.capacity, 10_000);
+        assert_eq!(defaults.usage.flush_interval, Duration::from_millis(50));
+        assert_eq!(defaults.bookkeeping_priority, BookkeepingPriority::Yield);
+        let normal = config(&[("KEYGUARD_BOOKKEEPING_PRIORITY", "normal")]).unwrap();
+        assert_eq!(normal.bookkeeping_priority, BookkeepingPriority::Normal);
     }
 
     #[test]

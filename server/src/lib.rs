@@ -6,6 +6,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod metrics;
+pub mod priority;
 pub mod proxy;
 pub mod security;
 pub mod startup;

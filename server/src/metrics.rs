@@ -69,6 +69,7 @@ impl Metrics {
         );
         registry.register_collector(Box::new(UsageMetrics(usage)));
         registry.register_collector(Box::new(RuntimeMetrics));
+        registry.register_collector(Box::new(BookkeepingMetrics));
         Self { registry: Arc::new(registry), http_requests, http_duration, proxy_added }
     }
 
@@ -117,6 +118,34 @@ impl Collector for RuntimeMetrics {
             alive.metric_type(),
         )?;
         alive.encode(metric)
+    }
+}
+
+/// Whether the bookkeeping yields the CPU to requests now, and how often it fell behind (see
+/// [`crate::priority`]); nothing when it keeps normal priority.
+#[derive(Debug)]
+struct BookkeepingMetrics;
+
+impl Collector for BookkeepingMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(status) = crate::priority::status() else { return Ok(()) };
+        let yielding = ConstGauge::new(i64::from(status.yielding));
+        let metric = encoder.encode_descriptor(
+            "bookkeeping_yielding",
+            "1 while the bookkeeping threads yield the CPU to requests (SCHED_IDLE), 0 while they have \
+             normal priority",
+            None,
+            yielding.metric_type(),
+        )?;
+        yielding.encode(metric)?;
+        let fell_behind = ConstCounter::new(status.fell_behind);
+        let metric = encoder.encode_descriptor(
+            "bookkeeping_fell_behind",
+            "Times the bookkeeping's heartbeat was late and its threads got normal priority back",
+            None,
+            fell_behind.metric_type(),
+        )?;
+        fell_behind.encode(metric)
     }
 }
 

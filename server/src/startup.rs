@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 
 use std::sync::Arc;
 
-use crate::config::{Config, SecurityConfig};
+use crate::config::{AuditMode, BookkeepingPriority, Config, SecurityConfig};
 use crate::metrics::Metrics;
 use crate::security::ResponseHardening;
 use services::events::EventBus;
@@ -84,6 +84,8 @@ pub struct Application {
     outbox: tokio::task::JoinHandle<()>,
     checkpoints: Option<tokio::task::JoinHandle<()>>,
     retention: Option<tokio::task::JoinHandle<()>>,
+    /// Renews the bookkeeping's heartbeat while it yields the CPU to requests.
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
     closing: tokio::sync::watch::Sender<bool>,
     background: Background,
 }
@@ -114,6 +116,7 @@ impl Application {
             })
             .await
             .context("the background start-up panicked")??;
+        let heartbeat = yield_bookkeeping(config, &background, &db, &platform.usage);
         let listener = TcpListener::bind(config.listen_addr)
             .await
             .with_context(|| format!("cannot listen on {} (LEPTOS_SITE_ADDR)", config.listen_addr))?;
@@ -131,7 +134,18 @@ impl Application {
                 .context("cannot build the proxy's HTTP client")?,
         });
         let router = router(state.clone(), &config.security);
-        Ok(Self { listener, router, state, projections, outbox, checkpoints, retention, closing, background })
+        Ok(Self {
+            listener,
+            router,
+            state,
+            projections,
+            outbox,
+            checkpoints,
+            retention,
+            heartbeat,
+            closing,
+            background,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -166,7 +180,7 @@ impl Application {
         self.state.platform.usage.shutdown().await;
         self.projections.shutdown().await;
         self.outbox.abort();
-        for job in [self.checkpoints, self.retention].into_iter().flatten() {
+        for job in [self.checkpoints, self.retention, self.heartbeat].into_iter().flatten() {
             job.abort();
         }
         self.state.db.close().await;
@@ -240,7 +254,7 @@ impl Background {
     pub fn start() -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
-            .thread_name("keyguard-books")
+            .thread_name(crate::priority::BOOKS_THREAD_NAME)
             .enable_all()
             .build()?;
         Ok(Self(Some(runtime)))
@@ -260,6 +274,34 @@ impl Drop for Background {
         // Dropping a runtime waits for its threads, which an async context must not do.
         if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
+        }
+    }
+}
+
+/// Lets the bookkeeping threads yield the CPU to requests while they keep up, followed by the
+/// watchdog of [`crate::priority`]; returns the task renewing this node's heartbeat.
+fn yield_bookkeeping(
+    config: &Config,
+    background: &Background,
+    db: &Database,
+    usage: &services::usage::UsageWriter,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if config.bookkeeping_priority != BookkeepingPriority::Yield {
+        return None;
+    }
+    if config.usage.mode == AuditMode::Strict {
+        tracing::info!("bookkeeping keeps normal priority: in the strict audit mode requests wait for it");
+        return None;
+    }
+    let usage = usage.clone();
+    // The writer empties the queue every flush interval, so a quarter of it waiting means it is
+    // well behind (with the default 10 000, half a second's records at 5 000 requests/s).
+    let behind = move || usage.backlog().is_some_and(|(waiting, capacity)| waiting * 4 > capacity);
+    match crate::priority::follow(behind) {
+        Ok(heartbeat) => Some(background.spawn(crate::priority::beat(db.clone(), heartbeat))),
+        Err(why) => {
+            tracing::info!("bookkeeping keeps normal priority: {why}");
+            None
         }
     }
 }

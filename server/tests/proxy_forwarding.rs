@@ -601,6 +601,7 @@ async fn a_full_queue_drops_records_and_says_so(backend: Backend) {
     let queued: Vec<bool> = (1..=5).map(|n| writer.record_now(usage_record(n))).collect();
     assert_eq!(queued, [true, true, false, false, false]);
     assert_eq!(writer.dropped(), 3);
+    assert_eq!(writer.backlog(), Some((2, 2)), "two waiting of two that may");
 
     let batch = support::events::eventually("the first batch", Duration::from_secs(10), || async {
         let events = stored_usage(&test_db.db).await;
@@ -611,6 +612,7 @@ async fn a_full_queue_drops_records_and_says_so(backend: Backend) {
     assert_eq!(types, [USAGE_RECORDS_DROPPED, "RequestCompleted", "RequestCompleted"]);
     assert_eq!(batch[0].payload["count"], 3);
     assert_eq!(batch[0].payload["total"], 3);
+    assert_eq!(writer.backlog(), Some((0, 2)), "the writer took them");
     assert!(batch.iter().all(|e| e.aggregate_id == batch[0].aggregate_id), "one atomic batch");
     assert_eq!(
         (batch[1].payload["tokens_in"].as_u64(), batch[2].payload["tokens_in"].as_u64()),

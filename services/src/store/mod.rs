@@ -99,6 +99,10 @@ pub enum Database {
     Sqlite(SqlitePool),
 }
 
+/// The name of each SQLite connection's worker thread (with its number), by which the server
+/// finds them to schedule them as bookkeeping.
+pub const SQLITE_THREAD_NAME: &str = "keyguard-sqlite";
+
 /// One event of a batch appended with [`Database::append_batch`].
 #[derive(Debug, Clone)]
 pub struct BatchEvent {
@@ -135,7 +139,8 @@ impl Database {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(10));
+                    .busy_timeout(Duration::from_secs(10))
+                    .thread_name(|n| format!("{SQLITE_THREAD_NAME}-{n}"));
                 let pool = SqlitePoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(ACQUIRE_TIMEOUT)

@@ -130,6 +130,12 @@ impl UsageWriter {
         self.inner.started.get().map(|s| s.mode).unwrap_or_default()
     }
 
+    /// Records waiting for the writer, and how many may wait (`None` until the writer runs).
+    pub fn backlog(&self) -> Option<(usize, usize)> {
+        let tx = &self.inner.started.get()?.tx;
+        Some((tx.max_capacity() - tx.capacity(), tx.max_capacity()))
+    }
+
     /// Records lost since the process started: the queue was full, the writer not running, or
     /// the store refused their batch.
     pub fn dropped(&self) -> u64 {
