@@ -13,11 +13,13 @@
 //! CPU busy would starve its bookkeeping: usage records would pile up until dropped, and a
 //! revocation would wait to reach the gate. A watchdog thread at normal priority therefore follows
 //! each node's bookkeeping: a heartbeat (a timer on the background runtime, then a round trip to
-//! the database) and the usage records waiting to be stored. When a heartbeat is late or a
-//! quarter of the usage queue is waiting, it returns the bookkeeping threads to normal priority
-//! and holds them there (1 s, doubled each time they fall behind again soon after, up to a
-//! minute) before yielding again. (A heartbeat alone would not do: it needs so little CPU that
-//! `SCHED_IDLE`'s small share keeps it on time even with every CPU busy.)
+//! the database, every 50 ms) and the usage records waiting to be stored. When a beat is late by
+//! 250 ms or took more than 10 ms, or a quarter of the usage queue is waiting, it returns the
+//! bookkeeping threads to normal priority and holds them there (1 s, doubled each time they fall
+//! behind again soon after, up to a minute) before yielding again. (Whether beats arrive at all
+//! would not do: a beat needs so little CPU that `SCHED_IDLE`'s small share keeps them coming
+//! even with every CPU busy, while anything bigger on the same threads, like the dashboard's
+//! queries, would wait.)
 //!
 //! Returning from `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (`LimitNICE=20`
 //! under systemd, `--ulimit nice=20` in Docker); where the process may not, the bookkeeping keeps
@@ -35,6 +37,11 @@ pub const BOOKS_THREAD_NAME: &str = "keyguard-books";
 const BEAT: Duration = Duration::from_millis(50);
 /// A heartbeat older than this means the bookkeeping is not getting the CPU (or the database) it needs.
 const LATE: Duration = Duration::from_millis(250);
+/// A beat that took longer than this, from its scheduled time to the database's answer (well under
+/// a millisecond when the bookkeeping gets the idle CPU it waits for), means that there is little
+/// idle CPU: `SCHED_IDLE`'s small share still keeps beats on time, but anything bigger (an
+/// administrator's query, a usage batch) would crawl.
+const PROMPT: Duration = Duration::from_millis(10);
 /// How often the watchdog looks.
 const LOOK: Duration = Duration::from_millis(25);
 /// How often, while yielding, it looks for bookkeeping threads started since (database connections
@@ -71,6 +78,8 @@ pub struct Heartbeat {
     epoch: Instant,
     /// Milliseconds from `epoch` to the last beat.
     last: AtomicU64,
+    /// Whether the last beat took longer than [`PROMPT`].
+    slow: AtomicBool,
     /// Whether work waits for the bookkeeping longer than it should.
     behind: Box<dyn Fn() -> bool + Send + Sync>,
 }
@@ -82,8 +91,9 @@ impl std::fmt::Debug for Heartbeat {
 }
 
 impl Heartbeat {
-    fn renew(&self) {
+    fn renew(&self, took: Duration) {
         self.last.store(millis(self.epoch.elapsed()), Ordering::Relaxed);
+        self.slow.store(took > PROMPT, Ordering::Relaxed);
     }
 }
 
@@ -91,15 +101,15 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Renews `heartbeat` every [`BEAT`] while the bookkeeping's runtime and `db` answer. Spawn it on
-/// the background runtime; it runs until aborted.
+/// Renews `heartbeat` every [`BEAT`] while the bookkeeping's runtime and `db` answer, noting how
+/// long each beat took. Spawn it on the background runtime; it runs until aborted.
 pub async fn beat(db: services::store::Database, heartbeat: Arc<Heartbeat>) {
     let mut ticks = tokio::time::interval(BEAT);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        let scheduled = ticks.tick().await;
         if db.ping().await.is_ok() {
-            heartbeat.renew();
+            heartbeat.renew(scheduled.elapsed());
         }
     }
 }
@@ -127,9 +137,13 @@ pub fn status() -> Option<Status> {
 /// bookkeeping keeps normal priority in this process.
 pub fn follow(behind: impl Fn() -> bool + Send + Sync + 'static) -> Result<Arc<Heartbeat>, &'static str> {
     let watchdog = WATCHDOG.get_or_init(Watchdog::start).as_ref().map_err(|why| *why)?;
-    let heartbeat =
-        Arc::new(Heartbeat { epoch: watchdog.epoch, last: AtomicU64::new(0), behind: Box::new(behind) });
-    heartbeat.renew();
+    let heartbeat = Arc::new(Heartbeat {
+        epoch: watchdog.epoch,
+        last: AtomicU64::new(0),
+        slow: AtomicBool::new(false),
+        behind: Box::new(behind),
+    });
+    heartbeat.renew(Duration::ZERO);
     watchdog.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&heartbeat));
     Ok(heartbeat)
 }
@@ -159,16 +173,17 @@ impl Watchdog {
         Ok(watchdog)
     }
 
-    /// Whether a followed node's heartbeat is older than [`LATE`] or its work piles up (forgetting
-    /// nodes that stopped).
+    /// Whether a followed node's heartbeat is older than [`LATE`] or was slow, or its work piles up
+    /// (forgetting nodes that stopped).
     fn late(&self) -> bool {
         let (now, late) = (millis(self.epoch.elapsed()), millis(LATE));
         let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
         heartbeats.retain(|h| h.strong_count() > 0);
-        heartbeats
-            .iter()
-            .filter_map(Weak::upgrade)
-            .any(|h| now.saturating_sub(h.last.load(Ordering::Relaxed)) > late || (h.behind)())
+        heartbeats.iter().filter_map(Weak::upgrade).any(|h| {
+            now.saturating_sub(h.last.load(Ordering::Relaxed)) > late
+                || h.slow.load(Ordering::Relaxed)
+                || (h.behind)()
+        })
     }
 }
 
@@ -407,6 +422,7 @@ mod tests {
         let heartbeat = Arc::new(Heartbeat {
             epoch: watchdog.epoch,
             last: AtomicU64::new(0),
+            slow: AtomicBool::new(false),
             behind: Box::new({
                 let piling_up = piling_up.clone();
                 move || piling_up.load(Ordering::Relaxed)
@@ -414,7 +430,9 @@ mod tests {
         });
         watchdog.heartbeats.lock().unwrap().push(Arc::downgrade(&heartbeat));
         assert!(watchdog.late(), "last beat four times LATE ago");
-        heartbeat.renew();
+        heartbeat.renew(PROMPT * 2);
+        assert!(watchdog.late(), "on time, but slow");
+        heartbeat.renew(PROMPT / 2);
         assert!(!watchdog.late());
         piling_up.store(true, Ordering::Relaxed);
         assert!(watchdog.late(), "on time, but work piles up");

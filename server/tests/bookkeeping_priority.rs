@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use services::store::Database;
@@ -49,5 +51,29 @@ async fn bookkeeping_yields_while_it_keeps_up_and_gets_the_cpu_back_when_it_fall
     // Once it answers again, it yields again (after the hold).
     drop(held);
     all_threads(true, "the bookkeeping threads to yield again").await;
-    assert!(server::priority::status().unwrap().yielding);
+    let second = server::priority::status().unwrap();
+    assert!(second.yielding);
+
+    // Threads of normal priority that keep every CPU busy leave the bookkeeping only a sliver of
+    // CPU: its beats fall behind, and it gets normal priority back.
+    let busy = Arc::new(AtomicBool::new(true));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cpus * 2)
+        .map(|_| {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                while busy.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    all_threads(false, "the starved bookkeeping threads to get normal priority back").await;
+    let status = server::priority::status().unwrap();
+    busy.store(false, Ordering::Relaxed);
+    for hog in hogs {
+        hog.join().unwrap();
+    }
+    assert!(status.fell_behind > second.fell_behind, "{status:?} after {second:?}");
+    all_threads(true, "the bookkeeping threads to yield once the CPUs are free").await;
 }
