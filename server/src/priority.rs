@@ -14,7 +14,7 @@
 //! revocation would wait to reach the gate. A watchdog thread at normal priority therefore follows
 //! each node's bookkeeping: a heartbeat (a timer on the background runtime, then a round trip to
 //! the database, every 50 ms) and the usage records waiting to be stored. When a beat is late by
-//! 250 ms or took more than 10 ms, or a quarter of the usage queue is waiting, it returns the
+//! 250 ms or three in a row took more than 10 ms, or a quarter of the usage queue is waiting, it returns the
 //! bookkeeping threads to normal priority and holds them there (1 s, doubled each time they fall
 //! behind again soon after, up to a minute) before yielding again. (Whether beats arrive at all
 //! would not do: a beat needs so little CPU that `SCHED_IDLE`'s small share keeps them coming
@@ -26,7 +26,7 @@
 //! normal priority. The threads are found by name, so the policy is the process's: one node per
 //! process in production (tests run several, which share it).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ const LATE: Duration = Duration::from_millis(250);
 /// idle CPU: `SCHED_IDLE`'s small share still keeps beats on time, but anything bigger (an
 /// administrator's query, a usage batch) would crawl.
 const PROMPT: Duration = Duration::from_millis(10);
+/// Slow beats in a row that mean the bookkeeping is short of CPU (one alone is a busy moment).
+const SLOW_BEATS: u32 = 3;
 /// How often the watchdog looks.
 const LOOK: Duration = Duration::from_millis(25);
 /// How often, while yielding, it looks for bookkeeping threads started since (database connections
@@ -78,8 +80,8 @@ pub struct Heartbeat {
     epoch: Instant,
     /// Milliseconds from `epoch` to the last beat.
     last: AtomicU64,
-    /// Whether the last beat took longer than [`PROMPT`].
-    slow: AtomicBool,
+    /// Beats in a row that took longer than [`PROMPT`].
+    slow: AtomicU32,
     /// Whether work waits for the bookkeeping longer than it should.
     behind: Box<dyn Fn() -> bool + Send + Sync>,
 }
@@ -93,7 +95,11 @@ impl std::fmt::Debug for Heartbeat {
 impl Heartbeat {
     fn renew(&self, took: Duration) {
         self.last.store(millis(self.epoch.elapsed()), Ordering::Relaxed);
-        self.slow.store(took > PROMPT, Ordering::Relaxed);
+        if took > PROMPT {
+            self.slow.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.slow.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -140,7 +146,7 @@ pub fn follow(behind: impl Fn() -> bool + Send + Sync + 'static) -> Result<Arc<H
     let heartbeat = Arc::new(Heartbeat {
         epoch: watchdog.epoch,
         last: AtomicU64::new(0),
-        slow: AtomicBool::new(false),
+        slow: AtomicU32::new(0),
         behind: Box::new(behind),
     });
     heartbeat.renew(Duration::ZERO);
@@ -173,7 +179,8 @@ impl Watchdog {
         Ok(watchdog)
     }
 
-    /// Whether a followed node's heartbeat is older than [`LATE`] or was slow, or its work piles up
+    /// Whether a followed node's heartbeat is older than [`LATE`] or slow several times in a row,
+    /// or its work piles up
     /// (forgetting nodes that stopped).
     fn late(&self) -> bool {
         let (now, late) = (millis(self.epoch.elapsed()), millis(LATE));
@@ -181,7 +188,7 @@ impl Watchdog {
         heartbeats.retain(|h| h.strong_count() > 0);
         heartbeats.iter().filter_map(Weak::upgrade).any(|h| {
             now.saturating_sub(h.last.load(Ordering::Relaxed)) > late
-                || h.slow.load(Ordering::Relaxed)
+                || h.slow.load(Ordering::Relaxed) >= SLOW_BEATS
                 || (h.behind)()
         })
     }
@@ -422,7 +429,7 @@ mod tests {
         let heartbeat = Arc::new(Heartbeat {
             epoch: watchdog.epoch,
             last: AtomicU64::new(0),
-            slow: AtomicBool::new(false),
+            slow: AtomicU32::new(0),
             behind: Box::new({
                 let piling_up = piling_up.clone();
                 move || piling_up.load(Ordering::Relaxed)
@@ -430,8 +437,12 @@ mod tests {
         });
         watchdog.heartbeats.lock().unwrap().push(Arc::downgrade(&heartbeat));
         assert!(watchdog.late(), "last beat four times LATE ago");
+        for _ in 1..SLOW_BEATS {
+            heartbeat.renew(PROMPT * 2);
+            assert!(!watchdog.late(), "a slow beat alone is a busy moment");
+        }
         heartbeat.renew(PROMPT * 2);
-        assert!(watchdog.late(), "on time, but slow");
+        assert!(watchdog.late(), "on time, but slow beat after beat");
         heartbeat.renew(PROMPT / 2);
         assert!(!watchdog.late());
         piling_up.store(true, Ordering::Relaxed);
