@@ -54,6 +54,28 @@ fn cookie_value() -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
+/// Remembers the theme in the cookie the server reads when rendering (for a year). Written here, in
+/// the order the user chooses, rather than by a request per change: the answers to a few quick
+/// changes can arrive out of order and leave an older choice in the cookie.
+#[cfg(not(feature = "ssr"))]
+pub fn remember(theme: Theme) {
+    use leptos::wasm_bindgen::JsCast as _;
+    let Ok(document) = document().dyn_into::<web_sys::HtmlDocument>() else { return };
+    let secure = window().location().protocol().is_ok_and(|p| p == "https:");
+    let cookie = format!(
+        "kg_theme={}; Path=/; Max-Age=31536000; SameSite=Lax{}",
+        theme.as_str(),
+        if secure { "; Secure" } else { "" }
+    );
+    if document.set_cookie(&cookie).is_err() {
+        leptos::logging::warn!("the theme could not be remembered");
+    }
+}
+
+/// Changes happen in the browser only.
+#[cfg(feature = "ssr")]
+pub fn remember(_theme: Theme) {}
+
 /// The current theme, shared by the switch and the page root.
 #[derive(Clone, Copy)]
 pub struct ThemeSignal(pub RwSignal<Theme>);

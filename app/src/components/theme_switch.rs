@@ -3,18 +3,16 @@
 use leptos::prelude::*;
 
 use crate::i18n::{t, use_i18n};
-use crate::server_fns::auth::set_theme;
-use crate::theme::{Theme, use_theme};
+use crate::theme::{Theme, remember, use_theme};
 
 #[component]
 pub fn ThemeSwitch() -> impl IntoView {
     let i18n = use_i18n();
     let theme = use_theme();
-    let save = Action::new(|theme: &Theme| set_theme(theme.as_str().to_owned()));
     let change = move |ev| {
         if let Some(next) = Theme::parse(&event_target_value(&ev)) {
             theme.0.set(next);
-            save.dispatch(next);
+            remember(next);
         }
     };
     view! {

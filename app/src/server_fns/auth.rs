@@ -151,19 +151,3 @@ pub async fn change_password(current: String, new_password: String) -> Result<()
     .await?;
     Ok(())
 }
-
-/// Remembers the theme (`light`, `dark` or `system`) in a cookie the server reads when rendering.
-#[server(endpoint = "auth/theme")]
-pub async fn set_theme(theme: String) -> Result<(), AppError> {
-    use crate::backend::{append_header, cookies, fail};
-    let theme = crate::theme::Theme::parse(&theme)
-        .ok_or_else(|| fail(AppError::invalid_field("theme", "invalid_theme", "unknown theme")))?;
-    let secure = if crate::backend::backend()?.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!(
-        "{}={}; Path=/; Max-Age=31536000; SameSite=Lax{secure}",
-        cookies::THEME_COOKIE,
-        theme.as_str()
-    );
-    append_header(http::header::SET_COOKIE, &cookie);
-    Ok(())
-}
