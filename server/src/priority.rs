@@ -21,6 +21,10 @@
 //! even with every CPU busy, while anything bigger on the same threads, like the dashboard's
 //! queries, would wait.)
 //!
+//! Until the watchdog sees it (some 0.2 s on a saturated machine), the bookkeeping's work waits for
+//! idle CPU: usage batches, the dashboard's queries on SQLite, and changes made through other
+//! nodes reaching this node's gate.
+//!
 //! Returning from `SCHED_IDLE` needs `CAP_SYS_NICE` or an `RLIMIT_NICE` of 20 (`LimitNICE=20`
 //! under systemd, `--ulimit nice=20` in Docker); where the process may not, the bookkeeping keeps
 //! normal priority. The threads are found by name, so the policy is the process's: one node per

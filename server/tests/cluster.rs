@@ -254,6 +254,8 @@ async fn a_node_started_later_catches_up_and_serves() {
     let (revoked, revoked_id) = devices.remove(0);
     let (later, later_id) = devices.remove(0);
     cluster.revoke(0, revoked_id).await;
+    // Node 1 learns of the enrollments through the event stream, a moment later.
+    cluster.until(1, &kept, 200).await;
     let used = sign(&kept, &cluster.project.raw, "POST", VERIFY, b"");
     assert_eq!(cluster.api(1).send_signed("POST", VERIFY, &used, b"").await.unwrap().status, 200);
 
