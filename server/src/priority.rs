@@ -62,7 +62,10 @@ const CALM: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BookkeepingPriority {
     /// `SCHED_IDLE` while the bookkeeping keeps up, normal priority while it does not. Only in
-    /// the `async` audit mode: in `strict` mode requests wait for the bookkeeping.
+    /// the `async` audit mode and without NATS: in `strict` mode requests wait for the
+    /// bookkeeping, and in a cluster the gate's heartbeat, which decides how requests check
+    /// nonces, runs with it (with the bookkeeping yielding, a test cluster under load once let a
+    /// request wait past the shared stores' 1 s bound and answer 503).
     #[default]
     Yield,
     /// Always the requests' priority.

@@ -293,6 +293,14 @@ fn yield_bookkeeping(
         tracing::info!("bookkeeping keeps normal priority: in the strict audit mode requests wait for it");
         return None;
     }
+    if config.nats_url.is_some() {
+        // The gate's cluster heartbeat (which decides, from NATS and the database, how nonces are
+        // checked) runs with the bookkeeping, and requests wait on its decisions.
+        tracing::info!(
+            "bookkeeping keeps normal priority: in a cluster requests wait on the gate's heartbeat"
+        );
+        return None;
+    }
     let usage = usage.clone();
     // The writer empties the queue every flush interval, so a quarter of it waiting means it is
     // well behind (with the default 10 000, half a second's records at 5 000 requests/s).
