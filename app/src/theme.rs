@@ -30,6 +30,9 @@ impl Theme {
     }
 }
 
+/// The cookie that carries the theme (`light`, `dark` or `system`), readable by the page.
+const COOKIE: &str = "kg_theme";
+
 /// The theme the request (on the server) or the document (in the browser) carries.
 pub fn initial_theme() -> Theme {
     cookie_value().as_deref().and_then(Theme::parse).unwrap_or_default()
@@ -39,7 +42,7 @@ pub fn initial_theme() -> Theme {
 fn cookie_value() -> Option<String> {
     let parts = use_context::<http::request::Parts>()?;
     let values = parts.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok());
-    crate::backend::cookies::read(values, crate::backend::cookies::THEME_COOKIE)
+    crate::backend::cookies::read(values, COOKIE)
 }
 
 #[cfg(not(feature = "ssr"))]
@@ -50,7 +53,7 @@ fn cookie_value() -> Option<String> {
     cookies
         .split(';')
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == "kg_theme")
+        .find(|(key, _)| *key == COOKIE)
         .map(|(_, value)| value.to_owned())
 }
 
@@ -63,7 +66,7 @@ pub fn remember(theme: Theme) {
     let Ok(document) = document().dyn_into::<web_sys::HtmlDocument>() else { return };
     let secure = window().location().protocol().is_ok_and(|p| p == "https:");
     let cookie = format!(
-        "kg_theme={}; Path=/; Max-Age=31536000; SameSite=Lax{}",
+        "{COOKIE}={}; Path=/; Max-Age=31536000; SameSite=Lax{}",
         theme.as_str(),
         if secure { "; Secure" } else { "" }
     );

@@ -141,7 +141,8 @@ impl Collector for BookkeepingMetrics {
         let fell_behind = ConstCounter::new(status.fell_behind);
         let metric = encoder.encode_descriptor(
             "bookkeeping_fell_behind",
-            "Times the bookkeeping's heartbeat was late and its threads got normal priority back",
+            "Times the bookkeeping fell behind (its heartbeat late or slow, or the usage queue filling) and \
+             got normal priority back",
             None,
             fell_behind.metric_type(),
         )?;

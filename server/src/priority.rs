@@ -14,9 +14,9 @@
 //! revocation would wait to reach the gate. A watchdog thread at normal priority therefore follows
 //! each node's bookkeeping: a heartbeat (a timer on the background runtime, then a round trip to
 //! the database, every 50 ms) and the usage records waiting to be stored. When a beat is late by
-//! 250 ms or three in a row took more than 10 ms, or a quarter of the usage queue is waiting, it returns the
-//! bookkeeping threads to normal priority and holds them there (1 s, doubled each time they fall
-//! behind again soon after, up to a minute) before yielding again. (Whether beats arrive at all
+//! 250 ms, or three in a row took more than 10 ms, or a quarter of the usage queue is waiting, it
+//! returns the bookkeeping threads to normal priority and holds them there (1 s, doubled each time
+//! they fall behind again soon after, up to a minute) before yielding again. (Whether beats arrive at all
 //! would not do: a beat needs so little CPU that `SCHED_IDLE`'s small share keeps them coming
 //! even with every CPU busy, while anything bigger on the same threads, like the dashboard's
 //! queries, would wait.)

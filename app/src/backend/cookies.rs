@@ -6,8 +6,6 @@ use services::auth::{ACCESS_TOKEN_TTL, REFRESH_TOKEN_TTL, TokenPair};
 
 pub const ACCESS_COOKIE: &str = "kg_access";
 pub const REFRESH_COOKIE: &str = "kg_refresh";
-/// The dashboard's theme choice (`light` or `dark`), readable by the page.
-pub const THEME_COOKIE: &str = "kg_theme";
 
 /// `Set-Cookie` values for a new session.
 pub fn session(tokens: &TokenPair, secure: bool) -> [String; 2] {
