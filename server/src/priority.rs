@@ -186,18 +186,43 @@ impl Watchdog {
         Ok(watchdog)
     }
 
-    /// Whether a followed node's heartbeat is older than [`LATE`] or slow several times in a row,
-    /// or its work piles up
-    /// (forgetting nodes that stopped).
-    fn late(&self) -> bool {
+    /// Why a followed node's bookkeeping is behind, if one is (forgetting nodes that stopped).
+    fn behind(&self) -> Option<Behind> {
         let (now, late) = (millis(self.epoch.elapsed()), millis(LATE));
         let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
         heartbeats.retain(|h| h.strong_count() > 0);
-        heartbeats.iter().filter_map(Weak::upgrade).any(|h| {
-            now.saturating_sub(h.last.load(Ordering::Relaxed)) > late
-                || h.slow.load(Ordering::Relaxed) >= SLOW_BEATS
-                || (h.behind)()
+        heartbeats.iter().filter_map(Weak::upgrade).find_map(|h| {
+            if now.saturating_sub(h.last.load(Ordering::Relaxed)) > late {
+                Some(Behind::Late)
+            } else if h.slow.load(Ordering::Relaxed) >= SLOW_BEATS {
+                Some(Behind::Slow)
+            } else if (h.behind)() {
+                Some(Behind::PilingUp)
+            } else {
+                None
+            }
         })
+    }
+}
+
+/// Why a node's bookkeeping is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Behind {
+    /// Its heartbeat is older than [`LATE`].
+    Late,
+    /// [`SLOW_BEATS`] beats in a row took longer than [`PROMPT`].
+    Slow,
+    /// Its work piles up (the usage queue).
+    PilingUp,
+}
+
+impl Behind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Late => "its heartbeat is late",
+            Self::Slow => "its heartbeats are slow",
+            Self::PilingUp => "its work piles up",
+        }
     }
 }
 
@@ -209,7 +234,8 @@ fn watch() {
     loop {
         std::thread::sleep(LOOK);
         let now = Instant::now();
-        let yielding = match control.look(now, watchdog.late()) {
+        let behind = watchdog.behind();
+        let yielding = match control.look(now, behind.is_some()) {
             Some(Change::Yield) => {
                 scanned = now;
                 sched::set_all(true);
@@ -220,6 +246,7 @@ fn watch() {
                 watchdog.fell_behind.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     hold_secs = hold.as_secs(),
+                    why = behind.map_or("", Behind::as_str),
                     "bookkeeping fell behind; it has normal priority again for a while"
                 );
                 false
@@ -443,19 +470,19 @@ mod tests {
             }),
         });
         watchdog.heartbeats.lock().unwrap().push(Arc::downgrade(&heartbeat));
-        assert!(watchdog.late(), "last beat four times LATE ago");
+        assert_eq!(watchdog.behind(), Some(Behind::Late), "last beat four times LATE ago");
         for _ in 1..SLOW_BEATS {
             heartbeat.renew(PROMPT * 2);
-            assert!(!watchdog.late(), "a slow beat alone is a busy moment");
+            assert_eq!(watchdog.behind(), None, "a slow beat alone is a busy moment");
         }
         heartbeat.renew(PROMPT * 2);
-        assert!(watchdog.late(), "on time, but slow beat after beat");
+        assert_eq!(watchdog.behind(), Some(Behind::Slow), "on time, but slow beat after beat");
         heartbeat.renew(PROMPT / 2);
-        assert!(!watchdog.late());
+        assert_eq!(watchdog.behind(), None);
         piling_up.store(true, Ordering::Relaxed);
-        assert!(watchdog.late(), "on time, but work piles up");
+        assert_eq!(watchdog.behind(), Some(Behind::PilingUp), "on time, but work piles up");
         drop(heartbeat);
-        assert!(!watchdog.late(), "a node that stopped is forgotten");
+        assert_eq!(watchdog.behind(), None, "a node that stopped is forgotten");
         assert!(watchdog.heartbeats.lock().unwrap().is_empty());
     }
 
