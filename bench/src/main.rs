@@ -16,7 +16,7 @@ mod upstream;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -371,15 +371,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("{}: {} ({count} requests prepared)", scenario.name, endpoint.name);
             let requests = endpoint.requests(&body, count)?;
             let (waited, settled) = process::settle(&server_pids, SETTLE_TIMEOUT).await;
-            if !settled {
+            // Signing the requests just now kept every core busy, which KeyGuard's watchdog takes
+            // for a node short of CPU: its bookkeeping has normal priority for a while.
+            let (rested, at_rest) = bookkeeping_at_rest(&kg.url, SETTLE_TIMEOUT).await;
+            if !settled || !at_rest {
                 unsettled.push(format!("{} / {}", scenario.name, endpoint.name));
             }
             eprintln!(
-                "  servers idle after {:.1} s{}",
+                "  servers idle after {:.1} s{}, KeyGuard's bookkeeping yielding after {:.1} s more{}",
                 waited.as_secs_f64(),
-                if settled { "" } else { " (not idle)" }
+                if settled { "" } else { " (not idle)" },
+                rested.as_secs_f64(),
+                if at_rest { "" } else { " (not yielding)" }
             );
+            let fell_before = bookkeeping(&kg.url).await.map(|b| b.fell_behind);
             let run = load::drive(&endpoint.target, requests, scenario.shape, duration).await;
+            let fell_after = bookkeeping(&kg.url).await.map(|b| b.fell_behind);
+            if let (Some(before), Some(after)) = (fell_before, fell_after)
+                && after > before
+            {
+                notes.push(format!(
+                    "During {} / {} KeyGuard's bookkeeping fell behind {} time(s) and had normal priority \
+                     back for part of the measurement.",
+                    scenario.name,
+                    endpoint.name,
+                    after - before
+                ));
+            }
             let measurement = Measurement::new(endpoint.name, &run, (endpoint.memory)());
             eprintln!(
                 "  {} ok, {} errors, {:.0} req/s, p99 {:.3} ms",
@@ -396,12 +414,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     notes.push(if unsettled.is_empty() {
         "Each measurement started once the servers this run started were idle (under 4 % of a core over \
-         half a second), so that none pays for work queued by the one before."
+         half a second), so that none pays for work queued by the one before, and KeyGuard's bookkeeping \
+         yielded the CPU again (signing a measurement's requests ahead keeps every core busy, which gives \
+         it normal priority back for a second or more)."
             .to_owned()
     } else {
         format!(
-            "Each measurement waited for the servers to be idle (under 4 % of a core over half a second), \
-             at most {} s; these started without: {}.",
+            "Each measurement waited for the servers to be idle (under 4 % of a core over half a second) and \
+             KeyGuard's bookkeeping to yield again, at most {} s each; these started without: {}.",
             SETTLE_TIMEOUT.as_secs(),
             unsettled.join(", ")
         )
@@ -491,6 +511,41 @@ async fn soak(keyguard: &Endpoint, seconds: u64, rate: u32) -> anyhow::Result<So
         rss_mib: rss,
         latency: latency.as_ref().and_then(report::Percentiles::of),
     })
+}
+
+/// KeyGuard's bookkeeping as `/metrics` tells it.
+struct BookkeepingState {
+    /// Whether its threads yield the CPU to requests now.
+    yielding: bool,
+    /// How many times it fell behind and got normal priority back.
+    fell_behind: u64,
+}
+
+/// The bookkeeping's state, or `None` when KeyGuard keeps it at normal priority throughout (or
+/// does not answer).
+async fn bookkeeping(url: &str) -> Option<BookkeepingState> {
+    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    let value = |name: &str| {
+        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+    };
+    Some(BookkeepingState {
+        yielding: value("keyguard_bookkeeping_yielding")? == 1,
+        fell_behind: value("keyguard_bookkeeping_fell_behind_total")?,
+    })
+}
+
+/// Waits until KeyGuard's bookkeeping yields the CPU again (at once when it never does), at most
+/// `timeout`; returns how long it waited and whether it does.
+async fn bookkeeping_at_rest(url: &str, timeout: Duration) -> (Duration, bool) {
+    let started = Instant::now();
+    loop {
+        match bookkeeping(url).await {
+            None => return (started.elapsed(), true),
+            Some(state) if state.yielding => return (started.elapsed(), true),
+            Some(_) if started.elapsed() >= timeout => return (started.elapsed(), false),
+            Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Reads KeyGuard's added-latency histogram from `/metrics`.
