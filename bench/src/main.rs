@@ -525,13 +525,22 @@ struct BookkeepingState {
 /// does not answer).
 async fn bookkeeping(url: &str) -> Option<BookkeepingState> {
     let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
-    let value = |name: &str| {
-        text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
-    };
-    Some(BookkeepingState {
-        yielding: value("keyguard_bookkeeping_yielding")? == 1,
-        fell_behind: value("keyguard_bookkeeping_fell_behind_total")?,
-    })
+    BookkeepingState::parse(&text)
+}
+
+impl BookkeepingState {
+    /// From `/metrics` in the Prometheus text format.
+    fn parse(metrics: &str) -> Option<Self> {
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<u64>().ok())
+        };
+        Some(Self {
+            yielding: value("keyguard_bookkeeping_yielding")? == 1,
+            fell_behind: value("keyguard_bookkeeping_fell_behind_total")?,
+        })
+    }
 }
 
 /// Waits until KeyGuard's bookkeeping yields the CPU again (at once when it never does), at most
@@ -584,4 +593,25 @@ fn write(dir: &PathBuf, report: &Report, at: chrono::DateTime<chrono::Utc>) -> a
     println!("{markdown}");
     eprintln!("results written to {}", dir.join(format!("{stamp}.md")).display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bookkeeping_state_comes_from_its_two_metrics() {
+        let metrics = "# HELP keyguard_bookkeeping_yielding 1 while the bookkeeping threads yield\n\
+                       # TYPE keyguard_bookkeeping_yielding gauge\n\
+                       keyguard_bookkeeping_yielding 0\n\
+                       # TYPE keyguard_bookkeeping_fell_behind counter\n\
+                       keyguard_bookkeeping_fell_behind_total 3\n";
+        let state = BookkeepingState::parse(metrics).expect("both metrics are there");
+        assert!(!state.yielding);
+        assert_eq!(state.fell_behind, 3);
+        let yielding = metrics.replace("yielding 0", "yielding 1");
+        assert!(BookkeepingState::parse(&yielding).is_some_and(|s| s.yielding));
+        // A server that keeps its bookkeeping at normal priority reports neither.
+        assert!(BookkeepingState::parse("keyguard_http_requests_total 1\n").is_none());
+    }
 }
