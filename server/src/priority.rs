@@ -90,7 +90,7 @@ pub struct Heartbeat {
     /// Beats in a row that took longer than [`PROMPT`].
     slow: AtomicU32,
     /// Whether work waits for the bookkeeping longer than it should.
-    behind: Box<dyn Fn() -> bool + Send + Sync>,
+    piling_up: Box<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl std::fmt::Debug for Heartbeat {
@@ -145,16 +145,16 @@ pub fn status() -> Option<Status> {
     })
 }
 
-/// Starts following a node's bookkeeping, which is behind when its heartbeat is late or when
-/// `behind` says so (work piling up): the heartbeat to renew with [`beat`], or why the
+/// Starts following a node's bookkeeping, which is behind when its heartbeat is late or slow, or
+/// when `piling_up` says its work waits: the heartbeat to renew with [`beat`], or why the
 /// bookkeeping keeps normal priority in this process.
-pub fn follow(behind: impl Fn() -> bool + Send + Sync + 'static) -> Result<Arc<Heartbeat>, &'static str> {
+pub fn follow(piling_up: impl Fn() -> bool + Send + Sync + 'static) -> Result<Arc<Heartbeat>, &'static str> {
     let watchdog = WATCHDOG.get_or_init(Watchdog::start).as_ref().map_err(|why| *why)?;
     let heartbeat = Arc::new(Heartbeat {
         epoch: watchdog.epoch,
         last: AtomicU64::new(0),
         slow: AtomicU32::new(0),
-        behind: Box::new(behind),
+        piling_up: Box::new(piling_up),
     });
     heartbeat.renew(Duration::ZERO);
     watchdog.heartbeats.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::downgrade(&heartbeat));
@@ -196,7 +196,7 @@ impl Watchdog {
                 Some(Behind::Late)
             } else if h.slow.load(Ordering::Relaxed) >= SLOW_BEATS {
                 Some(Behind::Slow)
-            } else if (h.behind)() {
+            } else if (h.piling_up)() {
                 Some(Behind::PilingUp)
             } else {
                 None
@@ -464,7 +464,7 @@ mod tests {
             epoch: watchdog.epoch,
             last: AtomicU64::new(0),
             slow: AtomicU32::new(0),
-            behind: Box::new({
+            piling_up: Box::new({
                 let piling_up = piling_up.clone();
                 move || piling_up.load(Ordering::Relaxed)
             }),

@@ -304,8 +304,8 @@ fn yield_bookkeeping(
     let usage = usage.clone();
     // The writer empties the queue every flush interval, so a quarter of it waiting means it is
     // well behind (with the default 10 000, half a second's records at 5 000 requests/s).
-    let behind = move || usage.backlog().is_some_and(|(waiting, capacity)| waiting * 4 > capacity);
-    match crate::priority::follow(behind) {
+    let piling_up = move || usage.backlog().is_some_and(|(waiting, capacity)| waiting * 4 > capacity);
+    match crate::priority::follow(piling_up) {
         Ok(heartbeat) => Some(background.spawn(crate::priority::beat(db.clone(), heartbeat))),
         Err(why) => {
             tracing::info!("bookkeeping keeps normal priority: {why}");
