@@ -524,8 +524,12 @@ struct BookkeepingState {
 /// The bookkeeping's state, or `None` when KeyGuard keeps it at normal priority throughout (or
 /// does not answer).
 async fn bookkeeping(url: &str) -> Option<BookkeepingState> {
-    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
-    BookkeepingState::parse(&text)
+    BookkeepingState::parse(&metrics(url).await?)
+}
+
+/// KeyGuard's `/metrics` text, if it answers.
+async fn metrics(url: &str) -> Option<String> {
+    reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()
 }
 
 impl BookkeepingState {
@@ -559,7 +563,7 @@ async fn bookkeeping_at_rest(url: &str, timeout: Duration) -> (Duration, bool) {
 
 /// Reads KeyGuard's added-latency histogram from `/metrics`.
 async fn server_side(url: &str) -> Option<ServerSide> {
-    let text = reqwest::get(format!("{url}/metrics")).await.ok()?.text().await.ok()?;
+    let text = metrics(url).await?;
     let mut buckets = Vec::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("keyguard_proxy_added_latency_seconds_bucket{le=\"") else {

@@ -6,8 +6,9 @@
 //! thread woken while bookkeeping holds its CPU waits for the end of the bookkeeping's time slice
 //! (1.4 ms on the two-core machine of the README's Performance section; the other core was often
 //! idle meanwhile): at concurrency 1 that was most of the added p99. With the bookkeeping threads in
-//! `SCHED_IDLE`, which the kernel preempts at once for any normal thread, it went from 0.63–0.85 ms
-//! to 0.26–0.28 ms.
+//! `SCHED_IDLE`, which the kernel preempts for a normal thread woken on their CPU, it went from
+//! 0.63–0.85 ms to 0.26–0.28 ms. (A woken thread queued on the other CPU can still wait: a CPU with a
+//! `SCHED_IDLE` thread to run does not pull it over; see the README's Performance section.)
 //!
 //! `SCHED_IDLE` threads only get CPU time nothing else wants, so a node whose requests keep every
 //! CPU busy would starve its bookkeeping: usage records would pile up until dropped, and a
@@ -114,7 +115,7 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// Renews `heartbeat` every [`BEAT`] while the bookkeeping's runtime and `db` answer, noting how
+/// Renews `heartbeat` every 50 ms while the bookkeeping's runtime and `db` answer, noting how
 /// long each beat took. Spawn it on the background runtime; it runs until aborted.
 pub async fn beat(db: services::store::Database, heartbeat: Arc<Heartbeat>) {
     let mut ticks = tokio::time::interval(BEAT);
